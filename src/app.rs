@@ -1,0 +1,115 @@
+//! The composition root: [`App`] holds the validated config, the store, the
+//! keys, the caches and the argon2 pool that every request path shares, and
+//! [`App::init`] builds them in order (store → default tenant → keys →
+//! bootstrap admin) before any listener opens.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::config::{Config, parse_cidr};
+use crate::crypto::password::PasswordHasher;
+use crate::pipeline::authn::jwt::JwtAuthenticator;
+use crate::pipeline::authz::RoutePolicies;
+use crate::pipeline::identity_headers::IdentityHeaderNames;
+use crate::store::{self, Store};
+use crate::tenancy::TenantDirectory;
+use crate::tokens::KeyRing;
+use crate::{auth, metrics};
+
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub keys: KeyRing,
+    pub tenants: TenantDirectory,
+    pub passwords: PasswordHasher,
+    pub jwt: JwtAuthenticator,
+    pub routes: RoutePolicies,
+    pub identity_headers: IdentityHeaderNames,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Set once start-up finished; cleared again when draining.
+    ready: AtomicBool,
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+impl App {
+    /// Opens the store, makes sure the default tenant and a signing key exist,
+    /// and creates the bootstrap admin when asked to.
+    pub async fn init(config: Config) -> Result<Arc<App>, String> {
+        metrics::init();
+        let config = Arc::new(config);
+        let store = store::open(&config).await?;
+        store
+            .ensure_tenant(&config.tenancy.default_tenant)
+            .await
+            .map_err(|e| format!("default tenant: {e}"))?;
+        let keys = KeyRing::load(&config, store.clone()).await?;
+        let routes = RoutePolicies::compile(&config)?;
+        let identity_headers = IdentityHeaderNames::new(&config.proxy.identity_header_prefix)?;
+        let trusted_proxies = config
+            .proxy
+            .trusted_proxies
+            .iter()
+            .filter_map(|c| parse_cidr(c))
+            .collect();
+        let app = Arc::new(App {
+            tenants: TenantDirectory::new(
+                store.clone(),
+                config.tenancy.clone(),
+                Duration::from_secs(config.cache.tenant_ttl_seconds.max(1)),
+            ),
+            passwords: PasswordHasher::start(&config.passwords),
+            jwt: JwtAuthenticator::new(
+                config.cache.max_entries,
+                Duration::from_secs(config.cache.ttl_seconds),
+                Duration::from_secs(config.jwt.access_ttl_seconds),
+                config.jwt.leeway_seconds,
+            ),
+            routes,
+            identity_headers,
+            trusted_proxies,
+            keys,
+            store,
+            config,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+        });
+        auth::account::bootstrap_admin_from_env(&app).await?;
+        app.ready.store(true, Ordering::SeqCst);
+        Ok(app)
+    }
+
+    /// `/readyz`: started, not draining, and the store answers.
+    pub async fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+            && !self.draining.load(Ordering::SeqCst)
+            && self.store.ping().await.is_ok()
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request until the guard drops.
+    pub fn track_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+}
+
+/// One request in flight (for the SIGTERM drain).
+pub struct InFlight(Arc<App>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,178 @@
+//! The `/auth` routes the sidecar answers itself (SPEC §6): the router maps
+//! method + path to one handler in [`session`] or [`account`]; handlers are
+//! plain async functions from an [`AuthRequest`] to an [`HttpResponse`] or an
+//! [`Error`]. JSON bodies are parsed here, the user view lives in [`views`].
+
+use http::Method;
+use serde::de::DeserializeOwned;
+
+use crate::app::App;
+use crate::error::Error;
+use crate::http_types::{AuthRequest, HttpResponse};
+
+pub mod account;
+pub mod audit;
+pub mod session;
+pub mod validate;
+pub mod views;
+
+/// A route under the auth prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Register,
+    Login,
+    Refresh,
+    Logout,
+    LogoutAll,
+    Me,
+    ChangePassword,
+}
+
+impl Route {
+    fn find(path: &str) -> Option<Route> {
+        Some(match path.trim_end_matches('/') {
+            "/register" => Route::Register,
+            "/login" => Route::Login,
+            "/refresh" => Route::Refresh,
+            "/logout" => Route::Logout,
+            "/logout-all" => Route::LogoutAll,
+            "/me" => Route::Me,
+            "/change-password" => Route::ChangePassword,
+            _ => return None,
+        })
+    }
+
+    /// Metrics label.
+    fn label(self) -> &'static str {
+        match self {
+            Route::Register => "auth_register",
+            Route::Login => "auth_login",
+            Route::Refresh => "auth_refresh",
+            Route::Logout => "auth_logout",
+            Route::LogoutAll => "auth_logout_all",
+            Route::Me => "auth_me",
+            Route::ChangePassword => "auth_change_password",
+        }
+    }
+
+    fn allow(self) -> &'static str {
+        match self {
+            Route::Me => "GET, PATCH",
+            _ => "POST",
+        }
+    }
+}
+
+/// Answers one `/auth` request; returns the response and the route label.
+pub async fn handle(app: &App, req: &AuthRequest) -> (HttpResponse, &'static str) {
+    let Some(route) = Route::find(&req.path) else {
+        return (Error::NotFound.render(&req.request_id), "auth_unknown");
+    };
+    let result = match (route, &req.method) {
+        (Route::Register, &Method::POST) => session::register(app, req).await,
+        (Route::Login, &Method::POST) => session::login(app, req).await,
+        (Route::Refresh, &Method::POST) => session::refresh(app, req).await,
+        (Route::Logout, &Method::POST) => session::logout(app, req).await,
+        (Route::LogoutAll, &Method::POST) => session::logout_all(app, req).await,
+        (Route::Me, &Method::GET) => account::get_me(app, req).await,
+        (Route::Me, &Method::PATCH) => account::patch_me(app, req).await,
+        (Route::ChangePassword, &Method::POST) => account::change_password(app, req).await,
+        _ => Err(Error::MethodNotAllowed {
+            allow: route.allow(),
+        }),
+    };
+    let response = result.unwrap_or_else(|e| e.render(&req.request_id));
+    (response, route.label())
+}
+
+/// Parses a JSON body into `T`; the error names the offending field.
+pub fn parse_body<T: DeserializeOwned>(req: &AuthRequest) -> Result<T, Error> {
+    let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &req.body
+    };
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let reason = match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "the body is not valid JSON".to_string()
+            }
+            _ => strip_position(&inner.to_string()),
+        };
+        if path.is_empty() || path == "." {
+            if reason.starts_with("missing field") {
+                let field = reason.split('`').nth(1).unwrap_or("body").to_string();
+                return Error::invalid(&field, format!("{field} is required"));
+            }
+            Error::bad_request(reason)
+        } else {
+            Error::invalid(&path, reason)
+        }
+    })
+}
+
+/// serde_json appends " at line 1 column 12"; clients do not need it.
+fn strip_position(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    #[allow(dead_code)] // fields exist to be parsed
+    struct Body {
+        email: String,
+        age: Option<u32>,
+    }
+
+    fn req(body: &str) -> AuthRequest {
+        AuthRequest {
+            method: Method::POST,
+            path: "/x".into(),
+            query: None,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from(body.to_string()),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            request_id: "r".into(),
+        }
+    }
+
+    fn field(e: Error) -> Option<String> {
+        match e {
+            Error::InvalidRequest { field, .. } => field,
+            other => panic!("expected INVALID_REQUEST, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn body_errors_name_the_field() {
+        assert_eq!(field(parse_body::<Body>(&req("{}")).unwrap_err()).as_deref(), Some("email"));
+        assert_eq!(
+            field(parse_body::<Body>(&req(r#"{"email": 5}"#)).unwrap_err()).as_deref(),
+            Some("email")
+        );
+        assert_eq!(
+            field(parse_body::<Body>(&req(r#"{"email": "a", "age": "x"}"#)).unwrap_err()).as_deref(),
+            Some("age")
+        );
+        assert_eq!(field(parse_body::<Body>(&req("not json")).unwrap_err()), None);
+        assert_eq!(field(parse_body::<Body>(&req("[1]")).unwrap_err()), None);
+        assert!(parse_body::<Body>(&req(r#"{"email": "a", "extra": true}"#)).is_ok());
+    }
+
+    #[test]
+    fn routes_and_methods() {
+        assert_eq!(Route::find("/login"), Some(Route::Login));
+        assert_eq!(Route::find("/login/"), Some(Route::Login));
+        assert_eq!(Route::find("/nope"), None);
+    }
+}

@@ -1,0 +1,315 @@
+//! Sessions: register, login, refresh with rotation and reuse detection,
+//! logout and logout-all. One session = one refresh-token family; revoking
+//! it kills its access tokens on the proxy path at once.
+
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::views::{TokenResponse, UserView};
+use super::{audit, parse_body, validate};
+use crate::app::App;
+use crate::config::Registration;
+use crate::crypto::{policy, random_token, token_hash};
+use crate::error::Error;
+use crate::http_types::{AuthRequest, HttpResponse};
+use crate::metrics;
+use crate::pipeline::authn;
+use crate::store::{NewSession, NewUser, RefreshOutcome, StoreError, User, UserStatus, now};
+use crate::tenancy::TENANT_HEADER;
+use crate::tokens::{self, AccessClaims};
+
+pub const REFRESH_PREFIX: &str = "rt_";
+
+/// Starts a session for `user` and answers the token response of SPEC §5.
+pub async fn issue_tokens(
+    app: &App,
+    req: &AuthRequest,
+    user: &User,
+    amr: &[String],
+) -> Result<TokenResponse, Error> {
+    let cfg = &app.config.jwt;
+    let at = now();
+    let refresh = random_token(REFRESH_PREFIX);
+    let session = app
+        .store
+        .create_session(NewSession {
+            id: Uuid::new_v4(),
+            tenant_id: user.tenant_id,
+            user_id: user.id,
+            amr: amr.to_vec(),
+            refresh_hash: token_hash(&refresh),
+            refresh_expires_at: at + cfg.refresh_ttl_seconds as i64,
+            ip: Some(req.client_ip.to_string()),
+            user_agent: req.user_agent(),
+        })
+        .await?;
+    let access = tokens::sign(&app.keys, &AccessClaims::new(cfg, user, session.id, amr, at))?;
+    Ok(token_response(app, user, access, refresh))
+}
+
+fn token_response(app: &App, user: &User, access: String, refresh: String) -> TokenResponse {
+    TokenResponse {
+        access_token: access,
+        refresh_token: refresh,
+        token_type: "Bearer",
+        expires_in: app.config.jwt.access_ttl_seconds,
+        refresh_token_expires_in: app.config.jwt.refresh_ttl_seconds,
+        user: UserView::from(user),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterBody {
+    email: Option<String>,
+    password: Option<String>,
+    first_name: Option<String>,
+    family_name: Option<String>,
+    name: Option<String>,
+}
+
+/// `POST /auth/register`.
+pub async fn register(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let tenant = app.tenants.resolve(req.header(TENANT_HEADER)).await?;
+    if app.config.accounts.registration == Registration::Closed {
+        return Err(Error::RegistrationClosed);
+    }
+    let body: RegisterBody = parse_body(req)?;
+    let email = validate::email(body.email.as_deref().unwrap_or_default())?;
+    let password = body
+        .password
+        .ok_or_else(|| Error::invalid("password", "password is required"))?;
+    let first_name = validate::name("firstName", body.first_name.as_deref())?;
+    let family_name = validate::name("familyName", body.family_name.as_deref())?;
+    let name = validate::name("name", body.name.as_deref())?;
+    policy::check_password(&password, &email, app.config.accounts.password_min_length)
+        .map_err(Error::WeakPassword)?;
+    if app.store.user_by_email(tenant.id, &email).await?.is_some() {
+        return Err(Error::EmailExists);
+    }
+    let password_hash = app.passwords.hash(&password).await?;
+    let user = app
+        .store
+        .create_user(NewUser {
+            tenant_id: tenant.id,
+            email,
+            password_hash: Some(password_hash),
+            first_name,
+            family_name,
+            name,
+            email_verified: false,
+            roles: app.config.accounts.default_roles.clone(),
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => Error::EmailExists,
+            other => other.into(),
+        })?;
+    audit::record(app, Some(req), Some(tenant.id), Some(user.id), "user.registered", "success", json!({})).await;
+    let tokens = issue_tokens(app, req, &user, &["pwd".to_string()]).await?;
+    Ok(HttpResponse::json(201, &tokens))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    email: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// `POST /auth/login` (password path).
+pub async fn login(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let result = login_inner(app, req).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(Error::InvalidCredentials) => "invalid_credentials",
+        Err(Error::AccountDisabled) => "disabled",
+        Err(Error::InvalidRequest { .. }) => "invalid_request",
+        Err(Error::Busy { .. }) => "busy",
+        Err(_) => "error",
+    };
+    metrics::LOGINS.with_label_values(&[outcome]).inc();
+    result
+}
+
+async fn login_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let tenant = app.tenants.resolve(req.header(TENANT_HEADER)).await?;
+    let body: LoginBody = parse_body(req)?;
+    let raw_email = body
+        .email
+        .or(body.username)
+        .ok_or_else(|| Error::invalid("email", "email is required"))?;
+    let password = body
+        .password
+        .ok_or_else(|| Error::invalid("password", "password is required"))?;
+    if password.is_empty() || password.chars().count() > policy::MAX_PASSWORD_CHARS {
+        return Err(Error::InvalidCredentials);
+    }
+    // a malformed email cannot match anyone: same answer and cost as a wrong password
+    let user = match validate::email(raw_email.trim()) {
+        Ok(email) => app.store.user_by_email(tenant.id, &email).await?,
+        Err(_) => None,
+    };
+    let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+    let ok = app.passwords.verify(&password, hash).await?;
+    let user = match (user, ok) {
+        (Some(u), true) => u,
+        (user, _) => {
+            audit::record(
+                app,
+                Some(req),
+                Some(tenant.id),
+                user.map(|u| u.id),
+                "login",
+                "failure",
+                json!({ "reason": "invalid_credentials" }),
+            )
+            .await;
+            return Err(Error::InvalidCredentials);
+        }
+    };
+    if user.status == UserStatus::Disabled {
+        audit::record(app, Some(req), Some(tenant.id), Some(user.id), "login", "failure", json!({ "reason": "disabled" })).await;
+        return Err(Error::AccountDisabled);
+    }
+    audit::record(app, Some(req), Some(tenant.id), Some(user.id), "login", "success", json!({})).await;
+    let tokens = issue_tokens(app, req, &user, &["pwd".to_string()]).await?;
+    Ok(HttpResponse::json(200, &tokens))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshBody {
+    refresh_token: Option<String>,
+}
+
+/// `POST /auth/refresh`: rotates the refresh token; a rotated one presented
+/// again revokes the whole session.
+pub async fn refresh(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let result = refresh_inner(app, req).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(Error::RefreshTokenReused) => "reused",
+        Err(Error::TokenExpired) => "expired",
+        Err(Error::TokenRevoked) => "revoked",
+        Err(Error::InvalidToken) | Err(Error::InvalidRequest { .. }) => "invalid",
+        Err(_) => "error",
+    };
+    metrics::TOKEN_REFRESHES.with_label_values(&[outcome]).inc();
+    result
+}
+
+async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let body: RefreshBody = parse_body(req)?;
+    let presented = body
+        .refresh_token
+        .ok_or_else(|| Error::invalid("refreshToken", "refreshToken is required"))?;
+    if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
+        return Err(Error::InvalidToken);
+    }
+    let cfg = &app.config.jwt;
+    let at = now();
+    let next = random_token(REFRESH_PREFIX);
+    let outcome = app
+        .store
+        .rotate_refresh_token(
+            &token_hash(&presented),
+            &token_hash(&next),
+            at + cfg.refresh_ttl_seconds as i64,
+            at,
+        )
+        .await?;
+    let session = match outcome {
+        RefreshOutcome::Rotated(s) => s,
+        RefreshOutcome::Unknown => return Err(Error::InvalidToken),
+        RefreshOutcome::Expired => return Err(Error::TokenExpired),
+        RefreshOutcome::Revoked => return Err(Error::TokenRevoked),
+        RefreshOutcome::Reused {
+            session_id,
+            user_id,
+        } => {
+            app.jwt.revoke_sessions(&[session_id]);
+            audit::record(
+                app,
+                Some(req),
+                None,
+                Some(user_id),
+                "refresh_token.reused",
+                "session_revoked",
+                json!({ "sessionId": session_id }),
+            )
+            .await;
+            return Err(Error::RefreshTokenReused);
+        }
+    };
+    let user = app
+        .store
+        .user_by_id(session.tenant_id, session.user_id)
+        .await?
+        .filter(|u| u.status == UserStatus::Active);
+    let Some(user) = user else {
+        app.store.revoke_session(session.id, "user_inactive").await?;
+        app.jwt.revoke_sessions(&[session.id]);
+        return Err(Error::TokenRevoked);
+    };
+    // fresh roles and permissions go into the new access token
+    let access = tokens::sign(
+        &app.keys,
+        &AccessClaims::new(cfg, &user, session.id, &session.amr, at),
+    )?;
+    Ok(HttpResponse::json(200, &token_response(app, &user, access, next)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogoutBody {
+    refresh_token: Option<String>,
+}
+
+fn logged_out() -> HttpResponse {
+    HttpResponse::json(200, &json!({ "message": "Logged out successfully" }))
+}
+
+/// `POST /auth/logout`: revokes the caller's session (and the one of the
+/// refresh token in the body, when it belongs to the same user).
+pub async fn logout(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let identity = authn::require(app, &req.headers).await?;
+    let body: LogoutBody = parse_body(req)?;
+    let mut sessions = Vec::new();
+    sessions.extend(identity.session_id);
+    if let Some(rt) = body.refresh_token.filter(|t| t.starts_with(REFRESH_PREFIX)) {
+        if let Some(s) = app.store.session_of_refresh_token(&token_hash(&rt)).await? {
+            if s.user_id == identity.user_id && !sessions.contains(&s.id) {
+                sessions.push(s.id);
+            }
+        }
+    }
+    for sid in &sessions {
+        app.store.revoke_session(*sid, "logout").await?;
+    }
+    app.jwt.revoke_sessions(&sessions);
+    audit::record(app, Some(req), Some(identity.tenant_id), Some(identity.user_id), "logout", "success", json!({})).await;
+    Ok(logged_out())
+}
+
+/// `POST /auth/logout-all`: revokes every session of the caller.
+pub async fn logout_all(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let identity = authn::require(app, &req.headers).await?;
+    let revoked = app
+        .store
+        .revoke_user_sessions(identity.user_id, None, "logout_all")
+        .await?;
+    app.jwt.revoke_sessions(&revoked);
+    audit::record(
+        app,
+        Some(req),
+        Some(identity.tenant_id),
+        Some(identity.user_id),
+        "logout_all",
+        "success",
+        json!({ "sessions": revoked.len() }),
+    )
+    .await;
+    Ok(logged_out())
+}

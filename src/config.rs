@@ -1,0 +1,772 @@
+//! Configuration: SPEC §13's TOML file, `PORTCULLIS_<SECTION>__<KEY>`
+//! environment overrides, unknown keys rejected by name (and line), secrets
+//! read from `*_file` keys, and the masked rendering `config check` prints.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerSection,
+    pub proxy: ProxySection,
+    pub admin: AdminSection,
+    pub upstream: UpstreamSection,
+    pub database: DatabaseSection,
+    pub tenancy: TenancySection,
+    pub jwt: JwtSection,
+    pub accounts: AccountsSection,
+    pub mfa: MfaSection,
+    pub lockout: LockoutSection,
+    pub rate_limit: RateLimitSection,
+    pub cache: CacheSection,
+    pub api_keys: ApiKeysSection,
+    pub secrets: SecretsSection,
+    pub notifications: NotificationsSection,
+    pub log: LogSection,
+    pub passwords: PasswordsSection,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Worker threads of the proxy; 0 = one per core.
+    pub threads: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub grace_period_seconds: u64,
+    /// Seconds the runtimes get to stop after the grace period.
+    pub graceful_shutdown_timeout_seconds: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            grace_period_seconds: 10,
+            graceful_shutdown_timeout_seconds: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Public,
+    Authenticated,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    pub listen: String,
+    pub auth_prefix: String,
+    pub default_policy: AuthMode,
+    pub forward_authorization: bool,
+    pub identity_header_prefix: String,
+    pub identity_assertion: bool,
+    pub assertion_audience: String,
+    pub otp_header: String,
+    pub trusted_proxies: Vec<String>,
+    pub max_auth_body_bytes: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            auth_prefix: "/auth".into(),
+            default_policy: AuthMode::Authenticated,
+            forward_authorization: true,
+            identity_header_prefix: "X-Auth-".into(),
+            identity_assertion: false,
+            assertion_audience: "upstream".into(),
+            otp_header: "X-OTP".into(),
+            trusted_proxies: Vec::new(),
+            max_auth_body_bytes: 65536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    pub address: String,
+    pub tls: bool,
+    pub sni: String,
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:3000".into(),
+            tls: false,
+            sni: String::new(),
+            connect_timeout_ms: 2000,
+            read_timeout_ms: 30000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    pub url: String,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/portcullis.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenancySection {
+    pub default_tenant: String,
+    pub require_header: bool,
+}
+
+impl Default for TenancySection {
+    fn default() -> Self {
+        Self {
+            default_tenant: "default".into(),
+            require_header: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    EdDSA,
+    ES256,
+    RS256,
+    HS256,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSection {
+    pub algorithm: JwtAlgorithm,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_seconds: u64,
+    pub refresh_ttl_seconds: u64,
+    pub leeway_seconds: u64,
+    pub private_key_file: String,
+    pub hs256_secret_file: String,
+}
+
+impl Default for JwtSection {
+    fn default() -> Self {
+        Self {
+            algorithm: JwtAlgorithm::EdDSA,
+            issuer: "portcullis".into(),
+            audience: "portcullis".into(),
+            access_ttl_seconds: 900,
+            refresh_ttl_seconds: 604800,
+            leeway_seconds: 30,
+            private_key_file: String::new(),
+            hs256_secret_file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsSection {
+    pub registration: Registration,
+    pub require_email_verification: bool,
+    pub default_roles: Vec<String>,
+    pub password_min_length: usize,
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        Self {
+            registration: Registration::Open,
+            require_email_verification: false,
+            default_roles: vec!["member".into()],
+            password_min_length: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaSection {
+    pub issuer: String,
+    pub skew_steps: u8,
+}
+
+impl Default for MfaSection {
+    fn default() -> Self {
+        Self {
+            issuer: "portcullis".into(),
+            skew_steps: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutSection {
+    pub max_failures: u32,
+    pub window_seconds: u64,
+    pub lockout_seconds: u64,
+}
+
+impl Default for LockoutSection {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window_seconds: 600,
+            lockout_seconds: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    pub per_ip_per_minute: u32,
+    pub login_per_account_per_minute: u32,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            per_ip_per_minute: 20,
+            login_per_account_per_minute: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    pub ttl_seconds: u64,
+    pub max_entries: u64,
+    /// How long a tenant looked up by id or slug is remembered.
+    pub tenant_ttl_seconds: u64,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 60,
+            max_entries: 100_000,
+            tenant_ttl_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeysSection {
+    pub prefix: String,
+}
+
+impl Default for ApiKeysSection {
+    fn default() -> Self {
+        Self {
+            prefix: "sk_live_".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsSection {
+    pub encryption_key_file: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsSection {
+    pub webhook_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The bounded argon2 pool (SPEC §3, §14 "Overload").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordsSection {
+    /// Hashing threads; 0 = one per spare core (cores - 1, at least 1).
+    pub workers: usize,
+    /// Hash requests that may wait; more answer 503 `BUSY`.
+    pub queue_capacity: usize,
+    /// A request that waited this long answers 503 `BUSY`.
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for PasswordsSection {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            queue_capacity: 64,
+            queue_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    Jwt,
+    ApiKey,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Jwt => "jwt",
+            CredentialKind::ApiKey => "api_key",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Used as the metrics label and in logs.
+    pub name: String,
+    /// Glob over the normalised path: `*` stays within a segment, `**` spans segments.
+    pub path: String,
+    /// Empty = every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default = "default_route_auth")]
+    pub auth: AuthMode,
+    /// All required.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Any of.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub require_otp: bool,
+    #[serde(default = "default_credentials")]
+    pub credentials: Vec<CredentialKind>,
+}
+
+fn default_route_auth() -> AuthMode {
+    AuthMode::Authenticated
+}
+
+fn default_credentials() -> Vec<CredentialKind> {
+    vec![CredentialKind::Jwt, CredentialKind::ApiKey]
+}
+
+/// Where the store lives, from `database.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// A configuration problem, naming the key (and line where known).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+const ENV_PREFIX: &str = "PORTCULLIS_";
+
+impl Config {
+    /// Reads `path` (or the defaults when `path` is None), applies the
+    /// environment overrides and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?,
+            None => String::new(),
+        };
+        let name = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in defaults".into());
+        Self::from_sources(&name, &text, &env)
+    }
+
+    /// Parses `text`, applies overrides from `env` (`PORTCULLIS_<SECTION>__<KEY>`)
+    /// and validates. `name` labels error messages.
+    pub fn from_sources(
+        name: &str,
+        text: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        // First pass straight from the text: serde's errors then carry line and column.
+        toml::from_str::<Config>(text).map_err(|e| ConfigError(format!("{name}: {e}")))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError(format!("{name}: {e}")))?;
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, field)) = rest.split_once("__") else {
+                continue;
+            };
+            let (section, field) = (section.to_ascii_lowercase(), field.to_ascii_lowercase());
+            if section == "routes" {
+                return Err(ConfigError(format!(
+                    "{key}: [[routes]] cannot be set from the environment"
+                )));
+            }
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(section_table) = entry else {
+                return Err(ConfigError(format!("{key}: `{section}` is not a section")));
+            };
+            section_table.insert(field, env_value(value));
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| ConfigError(format!("environment override: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, why: String| Err(ConfigError(format!("{key}: {why}")));
+        for (key, addr) in [
+            ("proxy.listen", &self.proxy.listen),
+            ("admin.listen", &self.admin.listen),
+        ] {
+            if addr.parse::<SocketAddr>().is_err() {
+                return err(key, format!("`{addr}` is not an address like 0.0.0.0:8080"));
+            }
+        }
+        if self.upstream.address.trim().is_empty() || !self.upstream.address.contains(':') {
+            return err(
+                "upstream.address",
+                format!("`{}` is not host:port", self.upstream.address),
+            );
+        }
+        if self.upstream.tls {
+            return err(
+                "upstream.tls",
+                "this build has no TLS to the upstream; it runs in the same pod on plain HTTP"
+                    .into(),
+            );
+        }
+        let prefix = &self.proxy.auth_prefix;
+        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+            return err(
+                "proxy.auth_prefix",
+                format!("`{prefix}` must look like /auth"),
+            );
+        }
+        let ident = &self.proxy.identity_header_prefix;
+        if ident.len() < 2 || !ident.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return err(
+                "proxy.identity_header_prefix",
+                format!("`{ident}` is not a header-name prefix"),
+            );
+        }
+        if http::HeaderName::from_bytes(self.proxy.otp_header.as_bytes()).is_err() {
+            return err(
+                "proxy.otp_header",
+                format!("`{}` is not a header name", self.proxy.otp_header),
+            );
+        }
+        for cidr in &self.proxy.trusted_proxies {
+            if parse_cidr(cidr).is_none() {
+                return err(
+                    "proxy.trusted_proxies",
+                    format!("`{cidr}` is not an IP or CIDR"),
+                );
+            }
+        }
+        if self.proxy.max_auth_body_bytes < 1024 {
+            return err(
+                "proxy.max_auth_body_bytes",
+                "must be at least 1024".into(),
+            );
+        }
+        self.database_location()?;
+        if self.jwt.access_ttl_seconds == 0 || self.jwt.refresh_ttl_seconds == 0 {
+            return err("jwt", "token lifetimes must be positive".into());
+        }
+        if self.jwt.algorithm == JwtAlgorithm::HS256 && self.jwt.hs256_secret_file.is_empty() {
+            return err(
+                "jwt.hs256_secret_file",
+                "algorithm HS256 needs an explicit secret file".into(),
+            );
+        }
+        if self.accounts.password_min_length < 8 || self.accounts.password_min_length > 128 {
+            return err(
+                "accounts.password_min_length",
+                "must be between 8 and 128".into(),
+            );
+        }
+        if self.cache.ttl_seconds == 0 {
+            return err("cache.ttl_seconds", "must be positive".into());
+        }
+        if self.passwords.queue_capacity == 0 {
+            return err("passwords.queue_capacity", "must be positive".into());
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = format!("routes[{i}] ({})", route.name);
+            if route.name.is_empty() {
+                return err(&key, "`name` must not be empty".into());
+            }
+            if !route.path.starts_with('/') {
+                return err(&key, format!("path `{}` must start with /", route.path));
+            }
+            if let Err(e) = globset::GlobBuilder::new(&route.path)
+                .literal_separator(true)
+                .build()
+            {
+                return err(&key, format!("path `{}`: {e}", route.path));
+            }
+            for m in &route.methods {
+                if http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
+                    return err(&key, format!("`{m}` is not an HTTP method"));
+                }
+            }
+            if route.credentials.is_empty() {
+                return err(&key, "`credentials` must name at least one kind".into());
+            }
+            if route.auth == AuthMode::Public
+                && (route.require_otp || !route.permissions.is_empty() || !route.roles.is_empty())
+            {
+                return err(
+                    &key,
+                    "a public route cannot require permissions, roles or an OTP".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `database.url` as a location: `sqlite://relative/path.db`,
+    /// `sqlite:///absolute/path.db` or `postgres://…`.
+    pub fn database_location(&self) -> Result<DatabaseLocation, ConfigError> {
+        let url = self.database.url.trim();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(ConfigError("database.url: sqlite:// needs a path".into()));
+            }
+            return Ok(DatabaseLocation::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseLocation::Postgres(url.to_string()));
+        }
+        Err(ConfigError(format!(
+            "database.url: `{}` must start with sqlite:// or postgres://",
+            mask_url(url)
+        )))
+    }
+
+    /// The effective configuration as TOML with secrets masked, for `config check`.
+    pub fn render_masked(&self) -> String {
+        let mut masked = self.clone();
+        masked.database.url = mask_url(&masked.database.url);
+        masked.notifications.webhook_url = mask_url(&masked.notifications.webhook_url);
+        toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+
+    /// Reads a `*_file` secret; empty path = not configured.
+    pub fn read_secret_file(key: &str, path: &str) -> Result<Option<Vec<u8>>, ConfigError> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        std::fs::read(path)
+            .map(Some)
+            .map_err(|e| ConfigError(format!("{key}: cannot read `{path}`: {e}")))
+    }
+}
+
+/// An environment value as TOML when it parses as one (numbers, booleans,
+/// arrays), else as a plain string.
+fn env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Hides the password and query of a URL (`postgres://u:****@h/db`).
+pub fn mask_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find('/')
+            .map(|i| rest_start + i)
+            .unwrap_or(out.len());
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                let start = rest_start + colon + 1;
+                out.replace_range(start..rest_start + at, "****");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        out.truncate(q);
+        out.push_str("?****");
+    }
+    out
+}
+
+/// Parses `10.0.0.0/8`, `::1/128` or a single address.
+pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Some(net);
+    }
+    s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_file_gives_spec_defaults() {
+        let c = Config::from_sources("t", "", &[]).unwrap();
+        assert_eq!(c.proxy.listen, "0.0.0.0:8080");
+        assert_eq!(c.admin.listen, "0.0.0.0:9464");
+        assert_eq!(c.jwt.access_ttl_seconds, 900);
+        assert_eq!(c.server.grace_period_seconds, 10);
+        assert_eq!(c.lockout.max_failures, 5);
+        assert_eq!(c.proxy.default_policy, AuthMode::Authenticated);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = Config::from_sources("c.toml", "[proxy]\n\nlistn = \"x\"\n", &[]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("listn"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_win_and_are_typed() {
+        let c = Config::from_sources(
+            "t",
+            "[upstream]\naddress = \"127.0.0.1:3000\"\n",
+            &env(&[
+                ("PORTCULLIS_UPSTREAM__ADDRESS", "127.0.0.1:5000"),
+                ("PORTCULLIS_SERVER__THREADS", "2"),
+                ("PORTCULLIS_PROXY__FORWARD_AUTHORIZATION", "false"),
+                ("PORTCULLIS_BOOTSTRAP_ADMIN_EMAIL", "a@b.c"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.upstream.address, "127.0.0.1:5000");
+        assert_eq!(c.server.threads, 2);
+        assert!(!c.proxy.forward_authorization);
+    }
+
+    #[test]
+    fn unknown_env_override_is_an_error() {
+        let e = Config::from_sources("t", "", &env(&[("PORTCULLIS_PROXY__NOPE", "1")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn database_urls() {
+        let mut c = Config::default();
+        c.database.url = "sqlite:///abs/p.db".into();
+        assert_eq!(
+            c.database_location().unwrap(),
+            DatabaseLocation::Sqlite("/abs/p.db".into())
+        );
+        c.database.url = "sqlite://rel/p.db".into();
+        assert_eq!(
+            c.database_location().unwrap(),
+            DatabaseLocation::Sqlite("rel/p.db".into())
+        );
+        c.database.url = "mysql://x".into();
+        assert!(c.database_location().is_err());
+    }
+
+    #[test]
+    fn masking_hides_passwords() {
+        assert_eq!(
+            mask_url("postgres://u:hunter2@db:5432/x"),
+            "postgres://u:****@db:5432/x"
+        );
+        assert_eq!(mask_url("https://h/hook?token=abc"), "https://h/hook?****");
+        let mut c = Config::default();
+        c.database.url = "postgres://u:hunter2@127.0.0.1/db".into();
+        assert!(!c.render_masked().contains("hunter2"));
+    }
+
+    #[test]
+    fn routes_are_validated() {
+        let bad = "[[routes]]\nname = \"x\"\npath = \"/a/**\"\nmethods = [\"GE T\"]\n";
+        assert!(Config::from_sources("t", bad, &[]).is_err());
+        let ok = "[[routes]]\nname = \"p\"\npath = \"/public/**\"\nauth = \"public\"\n";
+        let c = Config::from_sources("t", ok, &[]).unwrap();
+        assert_eq!(c.routes[0].auth, AuthMode::Public);
+        assert_eq!(c.routes[0].credentials.len(), 2);
+    }
+
+    #[test]
+    fn shipped_default_config_is_valid() {
+        let text = include_str!("../config/portcullis.toml");
+        Config::from_sources("config/portcullis.toml", text, &[]).unwrap();
+    }
+}

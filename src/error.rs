@@ -1,0 +1,257 @@
+//! The one error type of portcullis. Every variant is one of SPEC §5's error
+//! codes; [`Error::status`], [`Error::code`] and [`Error::message`] map it to
+//! HTTP in a single `match`, and [`Error::render`] is the only place that
+//! formats the JSON error body.
+
+use serde_json::json;
+
+use crate::http_types::HttpResponse;
+
+/// An error answered to a client, named after SPEC's error codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request: {reason}")]
+    InvalidRequest { field: Option<String>, reason: String },
+    #[error("weak password: {0}")]
+    WeakPassword(String),
+    #[error("email exists")]
+    EmailExists,
+    #[error("registration closed")]
+    RegistrationClosed,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("account locked")]
+    AccountLocked { retry_after: u64 },
+    #[error("account disabled")]
+    AccountDisabled,
+    #[error("account not verified")]
+    AccountNotVerified,
+    #[error("rate limited")]
+    RateLimited { retry_after: u64 },
+    #[error("unauthenticated")]
+    Unauthenticated,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("token expired")]
+    TokenExpired,
+    #[error("token revoked")]
+    TokenRevoked,
+    #[error("refresh token reused")]
+    RefreshTokenReused,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("tenant required")]
+    TenantRequired,
+    #[error("tenant not found")]
+    TenantNotFound,
+    #[error("tenant mismatch")]
+    TenantMismatch,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+    #[error("busy")]
+    Busy { retry_after: u64 },
+    #[error("store unavailable")]
+    StoreUnavailable,
+    /// Something went wrong inside; the details are logged, never answered.
+    #[error("internal error")]
+    Internal,
+}
+
+impl Error {
+    /// A 400 `INVALID_REQUEST` about one field.
+    pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidRequest {
+            field: Some(field.to_string()),
+            reason: reason.into(),
+        }
+    }
+
+    /// A 400 `INVALID_REQUEST` about the request as a whole.
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Error::InvalidRequest {
+            field: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        use Error::*;
+        match self {
+            InvalidRequest { .. } | WeakPassword(_) | TenantRequired => 400,
+            InvalidCredentials | Unauthenticated | InvalidToken | TokenExpired | TokenRevoked
+            | RefreshTokenReused => 401,
+            RegistrationClosed | AccountDisabled | AccountNotVerified | Forbidden
+            | TenantMismatch => 403,
+            TenantNotFound | NotFound => 404,
+            MethodNotAllowed { .. } => 405,
+            EmailExists => 409,
+            PayloadTooLarge => 413,
+            AccountLocked { .. } => 423,
+            RateLimited { .. } => 429,
+            Internal => 500,
+            UpstreamUnavailable => 502,
+            Busy { .. } | StoreUnavailable => 503,
+            UpstreamTimeout => 504,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use Error::*;
+        match self {
+            InvalidRequest { .. } => "INVALID_REQUEST",
+            WeakPassword(_) => "WEAK_PASSWORD",
+            EmailExists => "EMAIL_EXISTS",
+            RegistrationClosed => "REGISTRATION_CLOSED",
+            InvalidCredentials => "INVALID_CREDENTIALS",
+            AccountLocked { .. } => "ACCOUNT_LOCKED",
+            AccountDisabled => "ACCOUNT_DISABLED",
+            AccountNotVerified => "ACCOUNT_NOT_VERIFIED",
+            RateLimited { .. } => "RATE_LIMITED",
+            Unauthenticated => "UNAUTHENTICATED",
+            InvalidToken => "INVALID_TOKEN",
+            TokenExpired => "TOKEN_EXPIRED",
+            TokenRevoked => "TOKEN_REVOKED",
+            RefreshTokenReused => "REFRESH_TOKEN_REUSED",
+            Forbidden => "FORBIDDEN",
+            TenantRequired => "TENANT_REQUIRED",
+            TenantNotFound => "TENANT_NOT_FOUND",
+            TenantMismatch => "TENANT_MISMATCH",
+            NotFound => "NOT_FOUND",
+            MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Busy { .. } => "BUSY",
+            StoreUnavailable => "STORE_UNAVAILABLE",
+            Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        use Error::*;
+        match self {
+            InvalidRequest { reason, .. } => reason.clone(),
+            WeakPassword(reason) => format!("Password is too weak: {reason}"),
+            EmailExists => "An account with this email already exists".into(),
+            RegistrationClosed => "Registration is closed".into(),
+            InvalidCredentials => "Wrong email or password".into(),
+            AccountLocked { .. } => "Account is temporarily locked".into(),
+            AccountDisabled => "Account is disabled".into(),
+            AccountNotVerified => "Email address is not verified".into(),
+            RateLimited { .. } => "Too many requests".into(),
+            Unauthenticated => "Authentication required".into(),
+            InvalidToken => "Invalid token".into(),
+            TokenExpired => "Token expired".into(),
+            TokenRevoked => "Token revoked".into(),
+            RefreshTokenReused => {
+                "Refresh token was already used; the session has been revoked".into()
+            }
+            Forbidden => "Not allowed".into(),
+            TenantRequired => "X-Tenant-ID header is required".into(),
+            TenantNotFound => "Unknown tenant".into(),
+            TenantMismatch => "X-Tenant-ID does not match the credential's tenant".into(),
+            NotFound => "Not found".into(),
+            MethodNotAllowed { .. } => "Method not allowed".into(),
+            PayloadTooLarge => "Request body too large".into(),
+            UpstreamUnavailable => "Upstream unavailable".into(),
+            UpstreamTimeout => "Upstream timed out".into(),
+            Busy { .. } => "Server busy, retry later".into(),
+            StoreUnavailable => "Store unavailable".into(),
+            Internal => "Internal error".into(),
+        }
+    }
+
+    /// Headers that go with the error: `WWW-Authenticate` on 401s, `Retry-After`
+    /// where a client should wait, `Allow` on 405.
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        use Error::*;
+        match self {
+            Unauthenticated => vec![("www-authenticate", "Bearer".into())],
+            InvalidToken | TokenExpired | TokenRevoked => vec![(
+                "www-authenticate",
+                format!("Bearer error=\"invalid_token\", error_description=\"{}\"", self.message()),
+            )],
+            AccountLocked { retry_after }
+            | RateLimited { retry_after }
+            | Busy { retry_after } => vec![("retry-after", retry_after.max(&1).to_string())],
+            MethodNotAllowed { allow } => vec![("allow", (*allow).to_string())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The HTTP answer for this error: SPEC §5's JSON body and headers.
+    pub fn render(&self, request_id: &str) -> HttpResponse {
+        let mut error = json!({
+            "code": self.code(),
+            "message": self.message(),
+            "requestId": request_id,
+        });
+        if let Error::InvalidRequest {
+            field: Some(field),
+            reason,
+        } = self
+        {
+            error["details"] = json!({ "field": field, "reason": reason });
+        }
+        let mut response = HttpResponse::json(self.status(), &json!({ "error": error }));
+        response.headers.extend(self.headers());
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(msg) => {
+                tracing::error!(error = %msg, "store unavailable");
+                Error::StoreUnavailable
+            }
+            other => {
+                tracing::error!(error = %other, "store error");
+                Error::Internal
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_errors_carry_details() {
+        let r = Error::invalid("email", "not an email").render("rid-1");
+        assert_eq!(r.status, 400);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"]["code"], "INVALID_REQUEST");
+        assert_eq!(v["error"]["details"]["field"], "email");
+        assert_eq!(v["error"]["requestId"], "rid-1");
+    }
+
+    #[test]
+    fn unauthenticated_asks_for_bearer() {
+        let r = Error::Unauthenticated.render("x");
+        assert_eq!(r.status, 401);
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| *k == "www-authenticate" && v == "Bearer")
+        );
+    }
+
+    #[test]
+    fn retry_after_is_at_least_one_second() {
+        let r = Error::Busy { retry_after: 0 }.render("x");
+        assert!(r.headers.iter().any(|(k, v)| *k == "retry-after" && v == "1"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Who is calling: the client IP (the peer, or the right-most untrusted
+//! `X-Forwarded-For` entry when the peer is a trusted proxy, SPEC §10) and the
+//! request id (kept when the client sent a sane one, else generated).
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use ipnet::IpNet;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The caller as seen through any trusted proxies.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub peer: IpAddr,
+    pub peer_trusted: bool,
+    pub ip: IpAddr,
+}
+
+pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+pub fn client_info(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> ClientInfo {
+    let peer_trusted = is_trusted(trusted, peer);
+    let mut ip = peer;
+    if peer_trusted {
+        let hops: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        if let Some(first_untrusted) = hops.iter().rev().find(|h| !is_trusted(trusted, **h)) {
+            ip = *first_untrusted;
+        } else if let Some(first) = hops.first() {
+            ip = *first;
+        }
+    }
+    ClientInfo {
+        peer,
+        peer_trusted,
+        ip,
+    }
+}
+
+/// The client's `X-Request-Id` when it is 1–128 visible ASCII characters, else a new UUID.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_peers() {
+        let trusted = vec!["10.0.0.0/8".parse::<IpNet>().unwrap()];
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, 10.1.1.1")]);
+        let via_proxy = client_info(&trusted, "10.0.0.2".parse().unwrap(), &h);
+        assert_eq!(via_proxy.ip, "203.0.113.9".parse::<IpAddr>().unwrap());
+        let direct = client_info(&trusted, "198.51.100.7".parse().unwrap(), &h);
+        assert_eq!(direct.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert!(!direct.peer_trusted);
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        assert_eq!(request_id(&headers(&[("x-request-id", "abc-1")])), "abc-1");
+        let long = "x".repeat(200);
+        assert_ne!(request_id(&headers(&[("x-request-id", &long)])), long);
+        assert!(!request_id(&HeaderMap::new()).is_empty());
+    }
+}

@@ -1,0 +1,123 @@
+//! Path normalisation (SPEC §14) before any route policy is matched:
+//! percent-encoded unreserved characters decoded, `.`/`..` resolved,
+//! duplicate slashes merged; escaping the root, an encoded `/` or a NUL is refused.
+
+use crate::error::Error;
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Decodes `%XX` of unreserved characters in one segment; keeps other escapes
+/// (upper-cased). An encoded `/`, `\` or NUL, or a broken escape, is an error.
+fn decode_segment(seg: &str) -> Result<String, Error> {
+    let bytes = seg.as_bytes();
+    let mut out = String::with_capacity(seg.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err(Error::invalid("path", "malformed percent-encoding in the path"));
+            };
+            let v = h * 16 + l;
+            if v == b'/' || v == b'\\' || v == 0 {
+                return Err(Error::invalid("path", "encoded slash or NUL in the path"));
+            }
+            if is_unreserved(v) {
+                out.push(v as char);
+            } else {
+                out.push('%');
+                out.push(bytes[i + 1].to_ascii_uppercase() as char);
+                out.push(bytes[i + 2].to_ascii_uppercase() as char);
+            }
+            i += 3;
+        } else if b == 0 || b == b'\\' {
+            return Err(Error::invalid("path", "backslash or NUL in the path"));
+        } else {
+            out.push(b as char);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The normalised form of `path` (which must start with `/`).
+pub fn normalize(path: &str) -> Result<String, Error> {
+    if !path.starts_with('/') || !path.is_ascii() {
+        return Err(Error::invalid("path", "the path must be an absolute ASCII path"));
+    }
+    let mut stack: Vec<String> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len() - 1;
+    let mut trailing_slash = false;
+    for (i, raw) in segments.iter().enumerate().skip(1) {
+        let seg = decode_segment(raw)?;
+        match seg.as_str() {
+            "" => {
+                if i == last {
+                    trailing_slash = true;
+                }
+            }
+            "." => {
+                if i == last {
+                    trailing_slash = true;
+                }
+            }
+            ".." => {
+                if stack.pop().is_none() {
+                    return Err(Error::invalid("path", "the path escapes the root"));
+                }
+                if i == last {
+                    trailing_slash = true;
+                }
+            }
+            _ => stack.push(seg),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in &stack {
+        out.push('/');
+        out.push_str(seg);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn normal_paths_are_unchanged() {
+        for p in ["/", "/a", "/a/b", "/a/b/", "/api/orders/42", "/x%20y"] {
+            assert_eq!(normalize(p).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn dots_and_duplicate_slashes_are_resolved() {
+        assert_eq!(normalize("/public/../admin").unwrap(), "/admin");
+        assert_eq!(normalize("//a///b/./c/").unwrap(), "/a/b/c/");
+        assert_eq!(normalize("/a/b/..").unwrap(), "/a/");
+        assert_eq!(normalize("/public/%2e%2e/admin").unwrap(), "/admin");
+        assert_eq!(normalize("/%7Euser/%41").unwrap(), "/~user/A");
+        assert_eq!(normalize("/a%3fb").unwrap(), "/a%3Fb");
+    }
+
+    #[test]
+    fn escapes_and_smuggling_are_refused() {
+        for p in ["/..", "/a/../..", "/a%2Fb", "/a%2fb", "/a%00", "/a%5cb", "/a%zz", "/a%4", "a", "/a\\b"] {
+            assert!(normalize(p).is_err(), "{p} must be refused");
+        }
+    }
+}

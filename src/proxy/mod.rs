@@ -1,0 +1,309 @@
+//! The pingora `ProxyHttp` implementation, kept thin: each hook calls the
+//! pipeline, the `/auth` router or the response writer and nothing else.
+//!
+//! ```text
+//!  downstream request
+//!        │
+//!  request_filter ── normalise path (400) ─┬─ /auth/**           → auth::handle   → respond
+//!        │                                 ├─ /.well-known/jwks → respond
+//!        │                                 └─ else: route policy → pipeline::check (401/403 → respond)
+//!  upstream_peer ────────── the prebuilt peer (resolved once at start)
+//!  upstream_request_filter ─ identity_headers::upstream_edits (strip, set, X-Forwarded-*)
+//!  upstream_response_filter  upstream latency
+//!  response_filter ──────── X-Request-Id on the answer
+//!  fail_to_proxy ────────── 502 UPSTREAM_UNAVAILABLE / 504 UPSTREAM_TIMEOUT as JSON
+//!  logging ──────────────── metrics + one JSON log line
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::modules::http::HttpModules;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::app::{App, InFlight};
+use crate::error::Error as AuthError;
+use crate::http_types::AuthRequest;
+use crate::metrics;
+use crate::pipeline::client::{self, ClientInfo};
+use crate::pipeline::{self, Identity, identity_headers, path};
+
+pub mod admin;
+mod respond;
+
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// The route label of a request, for metrics and logs.
+pub enum RouteName {
+    Static(&'static str),
+    Policy(Arc<str>),
+}
+
+impl RouteName {
+    fn as_str(&self) -> &str {
+        match self {
+            RouteName::Static(s) => s,
+            RouteName::Policy(s) => s,
+        }
+    }
+}
+
+/// Per-request state, small and typed.
+pub struct RequestCtx {
+    start: Instant,
+    request_id: String,
+    route: RouteName,
+    client: ClientInfo,
+    /// The normalised path when it differs from what the client sent.
+    rewritten_path: Option<String>,
+    identity: Option<Arc<Identity>>,
+    /// Status of a response the sidecar wrote itself.
+    status: Option<u16>,
+    upstream_start: Option<Instant>,
+    _in_flight: InFlight,
+}
+
+pub struct Proxy {
+    app: Arc<App>,
+    peer: HttpPeer,
+}
+
+impl Proxy {
+    pub fn new(app: Arc<App>, peer: HttpPeer) -> Self {
+        Proxy { app, peer }
+    }
+
+    async fn answer_auth(&self, session: &mut Session, ctx: &mut RequestCtx, path: &str) -> Result<()> {
+        let limit = self.app.config.proxy.max_auth_body_bytes;
+        let body = match respond::read_body(session, limit).await {
+            Ok(body) => body,
+            Err(e) => return respond::error(session, ctx, e).await,
+        };
+        let prefix_len = self.app.config.proxy.auth_prefix.len();
+        let header = session.req_header();
+        let req = AuthRequest {
+            method: header.method.clone(),
+            path: if path.len() > prefix_len {
+                path[prefix_len..].to_string()
+            } else {
+                "/".to_string()
+            },
+            query: header.uri.query().map(str::to_string),
+            headers: header.headers.clone(),
+            body,
+            client_ip: ctx.client.ip,
+            request_id: ctx.request_id.clone(),
+        };
+        let (response, label) = crate::auth::handle(&self.app, &req).await;
+        ctx.route = RouteName::Static(label);
+        respond::write(session, ctx, response).await
+    }
+}
+
+fn is_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            request_id: String::new(),
+            route: RouteName::Static("unmatched"),
+            client: ClientInfo {
+                peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                peer_trusted: false,
+                ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            },
+            rewritten_path: None,
+            identity: None,
+            status: None,
+            upstream_start: None,
+            _in_flight: self.app.track_request(),
+        }
+    }
+
+    /// No compression module: nothing here compresses.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let header = session.req_header();
+        ctx.request_id = client::request_id(&header.headers);
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        ctx.client = client::client_info(&self.app.trusted_proxies, peer, &header.headers);
+        let raw_path = header.uri.path();
+        let path = match path::normalize(raw_path) {
+            Ok(p) => p,
+            Err(e) => {
+                respond::error(session, ctx, e).await?;
+                return Ok(true);
+            }
+        };
+        if is_under(&path, &self.app.config.proxy.auth_prefix) {
+            self.answer_auth(session, ctx, &path).await?;
+            return Ok(true);
+        }
+        if path == JWKS_PATH {
+            ctx.route = RouteName::Static("jwks");
+            let response = respond::jwks(&self.app, &session.req_header().method, &ctx.request_id);
+            respond::write(session, ctx, response).await?;
+            return Ok(true);
+        }
+        let header = session.req_header();
+        let policy = self.app.routes.select(&header.method, &path);
+        ctx.route = RouteName::Policy(policy.name.clone());
+        match pipeline::check(&self.app, policy, &header.headers).await {
+            Ok(identity) => {
+                ctx.identity = identity;
+                if path != raw_path {
+                    ctx.rewritten_path = Some(path);
+                }
+                Ok(false)
+            }
+            Err(e) => {
+                respond::error(session, ctx, e).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let edits = identity_headers::upstream_edits(
+            &self.app.identity_headers,
+            &self.app.config.proxy,
+            &session.req_header().headers,
+            ctx.identity.as_deref(),
+            &ctx.request_id,
+            &ctx.client,
+        );
+        for name in &edits.remove {
+            upstream.remove_header(name);
+        }
+        for (name, value) in edits.insert {
+            upstream.insert_header(name, value)?;
+        }
+        if let Some(path) = &ctx.rewritten_path {
+            let target = match upstream.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            let uri = target
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
+            upstream.set_uri(uri);
+        }
+        ctx.upstream_start = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(start) = ctx.upstream_start {
+            metrics::UPSTREAM_SECONDS.observe(start.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if response.headers.get(client::REQUEST_ID_HEADER).is_none() {
+            response.insert_header(client::REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let (error, kind) = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout if e.esource() == &ErrorSource::Upstream => {
+                (Some(AuthError::UpstreamTimeout), "timeout")
+            }
+            ErrorType::ConnectTimedout => (Some(AuthError::UpstreamTimeout), "connect_timeout"),
+            ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
+                (Some(AuthError::UpstreamUnavailable), "connect")
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => (Some(AuthError::UpstreamUnavailable), "upstream"),
+                // the client went away or sent garbage: nothing useful to answer
+                ErrorSource::Downstream => (None, "downstream"),
+                _ => (Some(AuthError::Internal), "internal"),
+            },
+        };
+        metrics::UPSTREAM_ERRORS.with_label_values(&[kind]).inc();
+        let code = match error {
+            Some(err) => {
+                let status = err.status();
+                if respond::error(session, ctx, err).await.is_err() {
+                    0
+                } else {
+                    status
+                }
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = ctx.status.unwrap_or_else(|| {
+            session
+                .response_written()
+                .map(|r| r.status.as_u16())
+                .unwrap_or(0)
+        });
+        let method = metrics::method_label(&session.req_header().method);
+        let route = ctx.route.as_str();
+        let elapsed = ctx.start.elapsed();
+        metrics::REQUESTS
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        metrics::REQUEST_SECONDS
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        let identity = ctx.identity.as_deref();
+        tracing::info!(
+            target: "portcullis::access",
+            request_id = %ctx.request_id,
+            route,
+            method,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            client_ip = %ctx.client.ip,
+            credential = identity.map(|i| i.method.as_str()).unwrap_or("none"),
+            user_id = identity.map(|i| i.user_id.to_string()),
+            tenant_id = identity.map(|i| i.tenant_id.to_string()),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! The one adapter between [`HttpResponse`] and pingora: writes a complete
+//! response the sidecar answers itself, reads `/auth` bodies within their
+//! size limit, and serves the JWKS.
+
+use bytes::{Bytes, BytesMut};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::RequestCtx;
+use crate::app::App;
+use crate::error::Error as AuthError;
+use crate::http_types::HttpResponse;
+
+/// Writes `response` with `Content-Length` and `X-Request-Id`.
+pub async fn write(session: &mut Session, ctx: &mut RequestCtx, response: HttpResponse) -> Result<()> {
+    let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 3))?;
+    for (name, value) in response.headers {
+        header.insert_header(name, value)?;
+    }
+    header.insert_header("content-length", response.body.len().to_string())?;
+    header.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if header.headers.get("cache-control").is_none() {
+        header.insert_header("cache-control", "no-store")?;
+    }
+    ctx.status = Some(response.status);
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(header), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(response.body), true).await?;
+    }
+    Ok(())
+}
+
+/// Writes `error` in SPEC §5's shape.
+pub async fn error(session: &mut Session, ctx: &mut RequestCtx, error: AuthError) -> Result<()> {
+    if matches!(error, AuthError::PayloadTooLarge | AuthError::InvalidRequest { .. }) {
+        // the rest of the body was not read: do not reuse the connection
+        session.set_keepalive(None);
+    }
+    let response = error.render(&ctx.request_id);
+    write(session, ctx, response).await
+}
+
+/// The whole request body, refused with 413 past `limit` bytes.
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, AuthError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(AuthError::PayloadTooLarge);
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(AuthError::PayloadTooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(_) => return Err(AuthError::bad_request("the request body could not be read")),
+        }
+    }
+}
+
+/// `GET /.well-known/jwks.json`.
+pub fn jwks(app: &App, method: &http::Method, request_id: &str) -> HttpResponse {
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return AuthError::MethodNotAllowed { allow: "GET" }.render(request_id);
+    }
+    HttpResponse::text(200, "application/json", app.keys.current().jwks.clone())
+        .with_header("cache-control", "public, max-age=60")
+}

@@ -1,0 +1,182 @@
+//! Assembles the pingora server: the proxy service, the admin listener, the
+//! optional demo echo upstream and the key-reload task, with SPEC §1's
+//! shutdown (SIGTERM: readiness 503, listeners close, in-flight requests
+//! finish within `server.grace_period_seconds`, exit 0).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::listening::Service;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::app::App;
+use crate::echo::EchoApp;
+use crate::proxy::Proxy;
+use crate::proxy::admin::AdminApp;
+
+/// Resolves `upstream.address` once; the hot path clones this peer.
+pub fn upstream_peer(app: &App) -> Result<HttpPeer, String> {
+    let cfg = &app.config.upstream;
+    let addr: SocketAddr = cfg
+        .address
+        .to_socket_addrs()
+        .map_err(|e| format!("upstream.address `{}`: {e}", cfg.address))?
+        .next()
+        .ok_or_else(|| format!("upstream.address `{}` resolves to nothing", cfg.address))?;
+    let mut peer = HttpPeer::new(addr, false, cfg.sni.clone());
+    peer.options.connection_timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
+    peer.options.read_timeout = Some(Duration::from_millis(cfg.read_timeout_ms));
+    peer.options.write_timeout = Some(Duration::from_millis(cfg.read_timeout_ms));
+    peer.options.idle_timeout = Some(Duration::from_secs(60));
+    Ok(peer)
+}
+
+fn threads(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
+/// Runs until a signal ends it. `echo_listen` adds the demo echo upstream.
+pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
+    let cfg = app.config.clone();
+    let peer = upstream_peer(&app)?;
+    let mut conf = ServerConf::default();
+    conf.threads = threads(cfg.server.threads);
+    conf.work_stealing = false;
+    conf.grace_period_seconds = Some(cfg.server.grace_period_seconds);
+    conf.graceful_shutdown_timeout_seconds = Some(cfg.server.graceful_shutdown_timeout_seconds);
+    let run_dir = std::env::temp_dir().join(format!("portcullis-{}", std::process::id()));
+    conf.pid_file = run_dir.join("pid").display().to_string();
+    conf.upgrade_sock = run_dir.join("upgrade.sock").display().to_string();
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy::new(app.clone(), peer),
+        "proxy",
+    );
+    proxy.add_tcp(&cfg.proxy.listen);
+    server.add_service(proxy);
+
+    let mut admin = Service::new("admin".to_string(), AdminApp::new(app.clone()));
+    admin.add_tcp(&cfg.admin.listen);
+    admin.threads = Some(1);
+    server.add_service(admin);
+
+    if let Some(listen) = echo_listen {
+        let mut echo = Service::new("echo".to_string(), EchoApp);
+        echo.add_tcp(&listen);
+        echo.threads = Some(1);
+        server.add_service(echo);
+    }
+
+    let mut reload = background_service("key-reload", KeyReload { app: app.clone() });
+    reload.threads = Some(1);
+    server.add_service(reload);
+
+    tracing::info!(
+        proxy = %cfg.proxy.listen,
+        admin = %cfg.admin.listen,
+        upstream = %cfg.upstream.address,
+        "portcullis listening"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { app: app.clone() }),
+    });
+    close_store(&app);
+    Ok(())
+}
+
+fn close_store(app: &App) {
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+        && let Err(e) = rt.block_on(app.store.close())
+    {
+        tracing::warn!(error = %e, "closing the store");
+    }
+}
+
+/// pingora's own Unix signal handling, plus: readiness drops at SIGTERM, and
+/// the process exits as soon as the last in-flight request is done instead
+/// of always sleeping the whole grace period.
+struct Signals {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: draining");
+                self.app.start_draining();
+                exit_when_drained(self.app.clone());
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}
+
+/// Watches the in-flight count after SIGTERM; once it reaches zero (after
+/// pingora closed the listeners) the store is flushed and the process exits 0.
+fn exit_when_drained(app: Arc<App>) {
+    let grace = Duration::from_secs(app.config.server.grace_period_seconds);
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        // let pingora stop the listeners first
+        std::thread::sleep(Duration::from_millis(100));
+        while app.in_flight() > 0 && start.elapsed() < grace {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if app.in_flight() == 0 {
+            tracing::info!(after_ms = start.elapsed().as_millis() as u64, "drained, exiting");
+            close_store(&app);
+            std::process::exit(0);
+        }
+    });
+}
+
+/// Re-reads the signing keys every 30 s so a `keys rotate` made elsewhere
+/// (CLI, another replica) is picked up.
+struct KeyReload {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for KeyReload {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.app.keys.reload().await {
+                        tracing::warn!(error = %e, "reloading signing keys");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Persistence: the [`Store`] trait every backend implements, the records it
+//! speaks in, and [`open`] which picks the backend from `database.url`.
+//! Only this folder speaks SQL; callers see typed records and outcomes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::config::{Config, DatabaseLocation};
+
+pub mod sqlite;
+
+/// Built-in roles every tenant gets (SPEC §6).
+pub const BUILT_IN_ROLES: &[(&str, &[&str])] = &[
+    ("admin", &["*"]),
+    ("member", &["profile:read", "profile:write", "apikey:manage"]),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write (e.g. an email taken in the tenant).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A referenced row does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The database cannot be reached or is broken.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    Active,
+    Disabled,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(UserStatus::Active),
+            "disabled" => Some(UserStatus::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// A user with its roles and effective permissions resolved.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    /// Lower-cased.
+    pub email: String,
+    /// PHC string; None for an invited user who has not set one yet.
+    pub password_hash: Option<String>,
+    pub first_name: Option<String>,
+    pub family_name: Option<String>,
+    pub name: Option<String>,
+    pub status: UserStatus,
+    pub email_verified: bool,
+    pub mfa_enabled: bool,
+    pub roles: Vec<String>,
+    /// Union of the roles' permissions, sorted, without duplicates.
+    pub permissions: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub tenant_id: Uuid,
+    pub email: String,
+    pub password_hash: Option<String>,
+    pub first_name: Option<String>,
+    pub family_name: Option<String>,
+    pub name: Option<String>,
+    pub email_verified: bool,
+    pub roles: Vec<String>,
+}
+
+/// Profile fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileUpdate {
+    pub first_name: Option<String>,
+    pub family_name: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub amr: Vec<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A session to create together with its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub amr: Vec<String>,
+    pub refresh_hash: String,
+    pub refresh_expires_at: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone)]
+pub enum RefreshOutcome {
+    /// The token was live: it is now used and `new_hash` replaces it.
+    Rotated(Session),
+    /// No such token.
+    Unknown,
+    /// The token's lifetime is over.
+    Expired,
+    /// The session was revoked before (logout, reuse, password change).
+    Revoked,
+    /// The token had already been rotated: the session is now revoked.
+    Reused { session_id: Uuid, user_id: Uuid },
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// `EdDSA`, `ES256` or `RS256`.
+    pub algorithm: String,
+    /// PKCS#8 DER of the private key.
+    pub private_der: Vec<u8>,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub at: i64,
+    pub kind: String,
+    pub user_id: Option<Uuid>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub outcome: String,
+    pub details: serde_json::Value,
+}
+
+/// Everything portcullis keeps. Implementations never block the caller's
+/// event loop; every method is safe to call from the proxy's runtime.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the store is reachable (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // tenants
+    /// Creates the tenant with its built-in roles; `Conflict` if the slug is taken.
+    async fn create_tenant(&self, slug: &str, name: &str) -> StoreResult<Tenant>;
+    /// The tenant with this slug, created with its built-in roles when missing.
+    async fn ensure_tenant(&self, slug: &str) -> StoreResult<Tenant>;
+    async fn tenant_by_id(&self, id: Uuid) -> StoreResult<Option<Tenant>>;
+    async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>>;
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
+
+    // users
+    /// `Conflict` when the email is taken in the tenant, `NotFound` for an unknown role.
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn user_by_id(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<Option<User>>;
+    async fn user_by_email(&self, tenant_id: Uuid, email: &str) -> StoreResult<Option<User>>;
+    async fn count_users(&self, tenant_id: Uuid) -> StoreResult<u64>;
+    /// `Conflict` when the new email is taken.
+    async fn update_profile(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        update: ProfileUpdate,
+    ) -> StoreResult<User>;
+    async fn set_password(&self, tenant_id: Uuid, id: Uuid, password_hash: &str)
+    -> StoreResult<()>;
+
+    // sessions and refresh tokens
+    async fn create_session(&self, session: NewSession) -> StoreResult<Session>;
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
+    /// Uses the refresh token `old_hash` and stores `new_hash` in its place, in
+    /// one transaction; two concurrent calls with one token get one `Rotated`.
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new_expires_at: i64,
+        now: i64,
+    ) -> StoreResult<RefreshOutcome>;
+    /// The session a refresh token belongs to, if any.
+    async fn session_of_refresh_token(&self, hash: &str) -> StoreResult<Option<Session>>;
+    /// Revokes one session; returns false when it was already revoked or unknown.
+    async fn revoke_session(&self, id: Uuid, reason: &str) -> StoreResult<bool>;
+    /// Revokes every live session of the user except `keep`; returns their ids.
+    async fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        reason: &str,
+    ) -> StoreResult<Vec<Uuid>>;
+
+    // signing keys
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Adds `key` as the current key and retires every other live key at `now`.
+    async fn rotate_signing_key(&self, key: SigningKeyRecord, now: i64) -> StoreResult<()>;
+
+    // audit
+    async fn record_audit(&self, event: AuditEvent) -> StoreResult<()>;
+    async fn audit_events(&self, tenant_id: Uuid, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+
+    /// Flushes what is pending before the process exits.
+    async fn close(&self) -> StoreResult<()>;
+}
+
+/// Opens (creating and migrating when needed) the store `database.url` names.
+pub async fn open(config: &Config) -> Result<Arc<dyn Store>, String> {
+    match config.database_location().map_err(|e| e.to_string())? {
+        DatabaseLocation::Sqlite(path) => {
+            let store = sqlite::SqliteStore::open(&path)
+                .await
+                .map_err(|e| format!("cannot open SQLite database {}: {e}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        DatabaseLocation::Postgres(_) => Err(
+            "database.url: PostgreSQL is not available in this build yet; use sqlite://".into(),
+        ),
+    }
+}
+
+/// Current time in unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

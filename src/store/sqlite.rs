@@ -1,0 +1,850 @@
+//! The embedded SQLite store (rusqlite, bundled SQLite): WAL, foreign keys on,
+//! embedded versioned migrations. One connection behind a mutex, used only
+//! inside `spawn_blocking`, so the proxy's event loop never waits on disk.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use uuid::Uuid;
+
+use super::{
+    AuditEvent, BUILT_IN_ROLES, NewSession, NewUser, ProfileUpdate, RefreshOutcome, Session,
+    SigningKeyRecord, Store, StoreError, StoreResult, Tenant, User, UserStatus, now,
+};
+
+/// Embedded migrations, applied in order once each.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens or creates the database file (and its folder) and migrates it.
+    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let path = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Unavailable(format!("create folder: {e}")))?;
+            }
+            let mut conn = Connection::open(&path).map_err(map_err)?;
+            conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(map_err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(map_err)?;
+            conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(map_err)?;
+            migrate(&mut conn).map_err(map_err)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("open task: {e}")))??;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Other("connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("store task: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    for (version, sql) in MIGRATIONS {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)",
+            [version],
+            |r| r.get(0),
+        )?;
+        if !done {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                params![version, now()],
+            )?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg) => match f.code {
+            ErrorCode::ConstraintViolation => {
+                // SQLITE_CONSTRAINT_FOREIGNKEY
+                if f.extended_code == 787 {
+                    StoreError::NotFound(msg.clone().unwrap_or_else(|| "reference".into()))
+                } else {
+                    StoreError::Conflict(msg.clone().unwrap_or_else(|| "unique".into()))
+                }
+            }
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::ReadOnly => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Other(e.to_string()),
+        },
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+fn parse_uuid(s: &str) -> rusqlite::Result<Uuid> {
+    Uuid::parse_str(s).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+fn json_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn to_json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: parse_uuid(&r.get::<_, String>(0)?)?,
+        slug: r.get(1)?,
+        name: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+const TENANT_COLUMNS: &str = "id, slug, name, created_at";
+
+fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: parse_uuid(&r.get::<_, String>(0)?)?,
+        tenant_id: parse_uuid(&r.get::<_, String>(1)?)?,
+        user_id: parse_uuid(&r.get::<_, String>(2)?)?,
+        amr: json_list(&r.get::<_, String>(3)?),
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
+}
+
+const SESSION_COLUMNS: &str = "s.id, s.tenant_id, s.user_id, s.amr, s.created_at, s.revoked_at";
+
+const USER_COLUMNS: &str = "id, tenant_id, email, password_hash, first_name, family_name, name, \
+     status, email_verified, mfa_enabled, created_at, updated_at";
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    let status: String = r.get(7)?;
+    Ok(User {
+        id: parse_uuid(&r.get::<_, String>(0)?)?,
+        tenant_id: parse_uuid(&r.get::<_, String>(1)?)?,
+        email: r.get(2)?,
+        password_hash: r.get(3)?,
+        first_name: r.get(4)?,
+        family_name: r.get(5)?,
+        name: r.get(6)?,
+        status: UserStatus::parse(&status).unwrap_or(UserStatus::Disabled),
+        email_verified: r.get(8)?,
+        mfa_enabled: r.get(9)?,
+        roles: Vec::new(),
+        permissions: Vec::new(),
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+    })
+}
+
+/// Fills in the user's roles and the union of their permissions.
+fn load_roles(conn: &Connection, user: &mut User) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.name, r.permissions FROM user_roles ur
+           JOIN roles r ON r.tenant_id = ur.tenant_id AND r.name = ur.role
+          WHERE ur.user_id = ?1 ORDER BY r.name",
+    )?;
+    let rows = stmt.query_map([user.id.to_string()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut perms = std::collections::BTreeSet::new();
+    user.roles.clear();
+    for row in rows {
+        let (name, p) = row?;
+        user.roles.push(name);
+        perms.extend(json_list(&p));
+    }
+    user.permissions = perms.into_iter().collect();
+    Ok(())
+}
+
+fn user_where(conn: &Connection, clause: &str, args: &[&str]) -> rusqlite::Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {clause}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let user = stmt
+        .query_row(rusqlite::params_from_iter(args.iter()), user_from_row)
+        .optional()?;
+    match user {
+        Some(mut u) => {
+            load_roles(conn, &mut u)?;
+            Ok(Some(u))
+        }
+        None => Ok(None),
+    }
+}
+
+fn insert_tenant(conn: &Connection, slug: &str, name: &str) -> rusqlite::Result<Tenant> {
+    let t = Tenant {
+        id: Uuid::now_v7(),
+        slug: slug.to_string(),
+        name: name.to_string(),
+        created_at: now(),
+    };
+    conn.execute(
+        "INSERT INTO tenants (id, slug, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![t.id.to_string(), t.slug, t.name, t.created_at],
+    )?;
+    for (role, perms) in BUILT_IN_ROLES {
+        let perms: Vec<String> = perms.iter().map(|p| p.to_string()).collect();
+        conn.execute(
+            "INSERT INTO roles (tenant_id, name, permissions, built_in, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?4)",
+            params![t.id.to_string(), role, to_json_list(&perms), t.created_at],
+        )?;
+    }
+    Ok(t)
+}
+
+fn revoke(conn: &Connection, id: &str, reason: &str, at: i64) -> rusqlite::Result<bool> {
+    let n = conn.execute(
+        "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3
+          WHERE id = ?1 AND revoked_at IS NULL",
+        params![id, at, reason],
+    )?;
+    Ok(n > 0)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.call(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_tenant(&self, slug: &str, name: &str) -> StoreResult<Tenant> {
+        let (slug, name) = (slug.to_string(), name.to_string());
+        self.call(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            let t = insert_tenant(&tx, &slug, &name).map_err(map_err)?;
+            tx.commit().map_err(map_err)?;
+            Ok(t)
+        })
+        .await
+    }
+
+    async fn ensure_tenant(&self, slug: &str) -> StoreResult<Tenant> {
+        let slug = slug.to_string();
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let found = tx
+                .query_row(
+                    &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = ?1"),
+                    [&slug],
+                    tenant_from_row,
+                )
+                .optional()
+                .map_err(map_err)?;
+            let t = match found {
+                Some(t) => t,
+                None => insert_tenant(&tx, &slug, &slug).map_err(map_err)?,
+            };
+            tx.commit().map_err(map_err)?;
+            Ok(t)
+        })
+        .await
+    }
+
+    async fn tenant_by_id(&self, id: Uuid) -> StoreResult<Option<Tenant>> {
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
+                [id.to_string()],
+                tenant_from_row,
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>> {
+        let slug = slug.to_string();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = ?1"),
+                [slug],
+                tenant_from_row,
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.call(|c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, slug"
+                ))
+                .map_err(map_err)?;
+            let rows = stmt.query_map([], tenant_from_row).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_user(&self, new: NewUser) -> StoreResult<User> {
+        self.call(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            let id = Uuid::now_v7();
+            let at = now();
+            tx.execute(
+                "INSERT INTO users (id, tenant_id, email, password_hash, first_name, family_name,
+                                    name, status, email_verified, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active', ?8, ?9, ?9)",
+                params![
+                    id.to_string(),
+                    new.tenant_id.to_string(),
+                    new.email,
+                    new.password_hash,
+                    new.first_name,
+                    new.family_name,
+                    new.name,
+                    new.email_verified,
+                    at
+                ],
+            )
+            .map_err(map_err)?;
+            for role in &new.roles {
+                tx.execute(
+                    "INSERT OR IGNORE INTO user_roles (user_id, tenant_id, role) VALUES (?1, ?2, ?3)",
+                    params![id.to_string(), new.tenant_id.to_string(), role],
+                )
+                .map_err(|e| match map_err(e) {
+                    StoreError::NotFound(_) => StoreError::NotFound(format!("role {role}")),
+                    other => other,
+                })?;
+            }
+            let user = user_where(&tx, "id = ?1", &[&id.to_string()])
+                .map_err(map_err)?
+                .ok_or_else(|| StoreError::Other("user vanished".into()))?;
+            tx.commit().map_err(map_err)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<Option<User>> {
+        self.call(move |c| {
+            user_where(
+                c,
+                "id = ?1 AND tenant_id = ?2",
+                &[&id.to_string(), &tenant_id.to_string()],
+            )
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn user_by_email(&self, tenant_id: Uuid, email: &str) -> StoreResult<Option<User>> {
+        let email = email.to_ascii_lowercase();
+        self.call(move |c| {
+            user_where(
+                c,
+                "tenant_id = ?1 AND email = ?2",
+                &[&tenant_id.to_string(), &email],
+            )
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn count_users(&self, tenant_id: Uuid) -> StoreResult<u64> {
+        self.call(move |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM users WHERE tenant_id = ?1",
+                [tenant_id.to_string()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn update_profile(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        update: ProfileUpdate,
+    ) -> StoreResult<User> {
+        self.call(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            let (uid, tid) = (id.to_string(), tenant_id.to_string());
+            let email_changes = update.email.is_some();
+            let n = tx
+                .execute(
+                    "UPDATE users SET
+                        first_name = COALESCE(?3, first_name),
+                        family_name = COALESCE(?4, family_name),
+                        name = COALESCE(?5, name),
+                        email = COALESCE(?6, email),
+                        email_verified = CASE WHEN ?6 IS NOT NULL AND ?6 <> email
+                                              THEN 0 ELSE email_verified END,
+                        updated_at = ?7
+                      WHERE id = ?1 AND tenant_id = ?2",
+                    params![
+                        uid,
+                        tid,
+                        update.first_name,
+                        update.family_name,
+                        update.name,
+                        update.email,
+                        now()
+                    ],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("user".into()));
+            }
+            let _ = email_changes;
+            let user = user_where(&tx, "id = ?1", &[&uid])
+                .map_err(map_err)?
+                .ok_or_else(|| StoreError::NotFound("user".into()))?;
+            tx.commit().map_err(map_err)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn set_password(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        password_hash: &str,
+    ) -> StoreResult<()> {
+        let hash = password_hash.to_string();
+        self.call(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE users SET password_hash = ?3, updated_at = ?4
+                      WHERE id = ?1 AND tenant_id = ?2",
+                    params![id.to_string(), tenant_id.to_string(), hash, now()],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("user".into()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_session(&self, s: NewSession) -> StoreResult<Session> {
+        self.call(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            let at = now();
+            tx.execute(
+                "INSERT INTO sessions (id, tenant_id, user_id, amr, created_at, ip, user_agent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    s.id.to_string(),
+                    s.tenant_id.to_string(),
+                    s.user_id.to_string(),
+                    to_json_list(&s.amr),
+                    at,
+                    s.ip,
+                    s.user_agent
+                ],
+            )
+            .map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![s.refresh_hash, s.id.to_string(), at, s.refresh_expires_at],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)?;
+            Ok(Session {
+                id: s.id,
+                tenant_id: s.tenant_id,
+                user_id: s.user_id,
+                amr: s.amr,
+                created_at: at,
+                revoked_at: None,
+            })
+        })
+        .await
+    }
+
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1"),
+                [id.to_string()],
+                session_from_row,
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new_expires_at: i64,
+        at: i64,
+    ) -> StoreResult<RefreshOutcome> {
+        let (old_hash, new_hash) = (old_hash.to_string(), new_hash.to_string());
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let found = tx
+                .query_row(
+                    &format!(
+                        "SELECT {SESSION_COLUMNS}, rt.expires_at, rt.used_at
+                           FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id
+                          WHERE rt.hash = ?1"
+                    ),
+                    [&old_hash],
+                    |r| {
+                        Ok((
+                            session_from_row(r)?,
+                            r.get::<_, i64>(6)?,
+                            r.get::<_, Option<i64>>(7)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(map_err)?;
+            let outcome = match found {
+                None => RefreshOutcome::Unknown,
+                Some((session, _, _)) if session.revoked_at.is_some() => RefreshOutcome::Revoked,
+                Some((session, _, Some(_used))) => {
+                    revoke(&tx, &session.id.to_string(), "refresh_token_reused", at)
+                        .map_err(map_err)?;
+                    RefreshOutcome::Reused {
+                        session_id: session.id,
+                        user_id: session.user_id,
+                    }
+                }
+                Some((_, expires_at, None)) if expires_at <= at => RefreshOutcome::Expired,
+                Some((session, _, None)) => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET used_at = ?2 WHERE hash = ?1",
+                        params![old_hash, at],
+                    )
+                    .map_err(map_err)?;
+                    tx.execute(
+                        "INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![new_hash, session.id.to_string(), at, new_expires_at],
+                    )
+                    .map_err(map_err)?;
+                    RefreshOutcome::Rotated(session)
+                }
+            };
+            tx.commit().map_err(map_err)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn session_of_refresh_token(&self, hash: &str) -> StoreResult<Option<Session>> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM refresh_tokens rt
+                       JOIN sessions s ON s.id = rt.session_id WHERE rt.hash = ?1"
+                ),
+                [hash],
+                session_from_row,
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, id: Uuid, reason: &str) -> StoreResult<bool> {
+        let reason = reason.to_string();
+        self.call(move |c| revoke(c, &id.to_string(), &reason, now()).map_err(map_err))
+            .await
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        reason: &str,
+    ) -> StoreResult<Vec<Uuid>> {
+        let reason = reason.to_string();
+        self.call(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            let keep = keep.map(|k| k.to_string()).unwrap_or_default();
+            let ids: Vec<String> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT id FROM sessions
+                          WHERE user_id = ?1 AND revoked_at IS NULL AND id <> ?2",
+                    )
+                    .map_err(map_err)?;
+                let rows = stmt
+                    .query_map(params![user_id.to_string(), keep], |r| r.get(0))
+                    .map_err(map_err)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(map_err)?
+            };
+            let at = now();
+            for id in &ids {
+                revoke(&tx, id, &reason, at).map_err(map_err)?;
+            }
+            tx.commit().map_err(map_err)?;
+            Ok(ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect())
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        self.call(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT kid, algorithm, private_der, created_at, retired_at
+                       FROM signing_keys ORDER BY created_at DESC, rowid DESC",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(SigningKeyRecord {
+                        kid: r.get(0)?,
+                        algorithm: r.get(1)?,
+                        private_der: r.get(2)?,
+                        created_at: r.get(3)?,
+                        retired_at: r.get(4)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn rotate_signing_key(&self, key: SigningKeyRecord, at: i64) -> StoreResult<()> {
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            tx.execute(
+                "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL",
+                [at],
+            )
+            .map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, algorithm, private_der, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![key.kid, key.algorithm, key.private_der, key.created_at],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn record_audit(&self, e: AuditEvent) -> StoreResult<()> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO audit_events (id, tenant_id, at, type, user_id, ip, user_agent,
+                                           outcome, details)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    e.id.to_string(),
+                    e.tenant_id.map(|t| t.to_string()),
+                    e.at,
+                    e.kind,
+                    e.user_id.map(|u| u.to_string()),
+                    e.ip,
+                    e.user_agent,
+                    e.outcome,
+                    e.details.to_string()
+                ],
+            )
+            .map(|_| ())
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn audit_events(&self, tenant_id: Uuid, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, tenant_id, at, type, user_id, ip, user_agent, outcome, details
+                       FROM audit_events WHERE tenant_id = ?1
+                      ORDER BY at DESC, rowid DESC LIMIT ?2",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(params![tenant_id.to_string(), limit], |r| {
+                    let tenant: Option<String> = r.get(1)?;
+                    let user: Option<String> = r.get(4)?;
+                    Ok(AuditEvent {
+                        id: parse_uuid(&r.get::<_, String>(0)?)?,
+                        tenant_id: tenant.as_deref().map(parse_uuid).transpose()?,
+                        at: r.get(2)?,
+                        kind: r.get(3)?,
+                        user_id: user.as_deref().map(parse_uuid).transpose()?,
+                        ip: r.get(5)?,
+                        user_agent: r.get(6)?,
+                        outcome: r.get(7)?,
+                        details: serde_json::from_str(&r.get::<_, String>(8)?)
+                            .unwrap_or(serde_json::Value::Null),
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        self.call(|c| {
+            c.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+                .map_err(map_err)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("sub/p.db")).await.unwrap();
+        (dir, s)
+    }
+
+    fn new_user(tenant: Uuid, email: &str) -> NewUser {
+        NewUser {
+            tenant_id: tenant,
+            email: email.into(),
+            password_hash: Some("$argon2id$x".into()),
+            first_name: Some("Jane".into()),
+            family_name: None,
+            name: None,
+            email_verified: false,
+            roles: vec!["member".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn tenants_get_built_in_roles_and_users_resolve_permissions() {
+        let (_d, s) = store().await;
+        let t = s.ensure_tenant("default").await.unwrap();
+        assert_eq!(s.ensure_tenant("default").await.unwrap().id, t.id);
+        let u = s.create_user(new_user(t.id, "a@example.com")).await.unwrap();
+        assert_eq!(u.roles, vec!["member"]);
+        assert_eq!(
+            u.permissions,
+            vec!["apikey:manage", "profile:read", "profile:write"]
+        );
+        assert!(matches!(
+            s.create_user(new_user(t.id, "a@example.com")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let mut bad = new_user(t.id, "b@example.com");
+        bad.roles = vec!["nope".into()];
+        assert!(matches!(s.create_user(bad).await, Err(StoreError::NotFound(_))));
+        // the failed insert left nothing behind
+        assert!(s.user_by_email(t.id, "b@example.com").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn refresh_rotation_and_reuse() {
+        let (_d, s) = store().await;
+        let t = s.ensure_tenant("default").await.unwrap();
+        let u = s.create_user(new_user(t.id, "a@example.com")).await.unwrap();
+        let sid = Uuid::now_v7();
+        s.create_session(NewSession {
+            id: sid,
+            tenant_id: t.id,
+            user_id: u.id,
+            amr: vec!["pwd".into()],
+            refresh_hash: "h1".into(),
+            refresh_expires_at: now() + 100,
+            ip: None,
+            user_agent: None,
+        })
+        .await
+        .unwrap();
+        let n = now();
+        assert!(matches!(
+            s.rotate_refresh_token("h1", "h2", n + 100, n).await.unwrap(),
+            RefreshOutcome::Rotated(_)
+        ));
+        assert!(matches!(
+            s.rotate_refresh_token("h1", "h3", n + 100, n).await.unwrap(),
+            RefreshOutcome::Reused { .. }
+        ));
+        // the whole session is dead now, the newest token too
+        assert!(matches!(
+            s.rotate_refresh_token("h2", "h4", n + 100, n).await.unwrap(),
+            RefreshOutcome::Revoked
+        ));
+        assert!(s.session(sid).await.unwrap().unwrap().revoked_at.is_some());
+        assert!(matches!(
+            s.rotate_refresh_token("zz", "h5", n + 100, n).await.unwrap(),
+            RefreshOutcome::Unknown
+        ));
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let tid = {
+            let s = SqliteStore::open(&path).await.unwrap();
+            let t = s.ensure_tenant("default").await.unwrap();
+            s.create_user(new_user(t.id, "a@example.com")).await.unwrap();
+            s.close().await.unwrap();
+            t.id
+        };
+        let s = SqliteStore::open(&path).await.unwrap();
+        assert!(s.user_by_email(tid, "A@example.com").await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,19 @@
+//! Black-box integration tests of portcullis (the contract is SPEC.md).
+//!
+//! Every test starts the real binary (`portcullis serve --config FILE`) with a
+//! generated config, free ports on 127.0.0.1, its own temporary SQLite file and
+//! an in-process echo server as the upstream, then talks HTTP to it. Nothing
+//! here imports the `portcullis` library crate.
+//!
+//! The binary is `$PORTCULLIS_TEST_BIN` when set, else the one Cargo built for
+//! this test target. With `PORTCULLIS_TEST_KEEP=1` the temporary directory
+//! (config, database, logs) of an instance whose test failed is kept.
+
+mod harness;
+
+mod cli;
+mod proxy;
+mod register_login;
+mod service;
+mod session;
+mod tokens;
