@@ -18,7 +18,11 @@ use crate::{server, store};
 const DEFAULT_CONFIG: &str = "config/portcullis.toml";
 
 #[derive(Parser, Debug)]
-#[command(name = "portcullis", version, about = "Authentication sidecar on pingora")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Authentication sidecar on pingora"
+)]
 pub struct Cli {
     /// Configuration file (default: config/portcullis.toml when it exists).
     #[arg(long, global = true, value_name = "PATH")]
@@ -258,7 +262,10 @@ fn read_password() -> Result<String, String> {
         .map_err(|e| format!("reading the password from stdin: {e}"))?;
     let password = line.trim_end_matches(['\n', '\r']).to_string();
     if password.is_empty() {
-        return Err("no password on stdin (pipe it in: echo \"$PASSWORD\" | portcullis user create …)".into());
+        return Err(
+            "no password on stdin (pipe it in: echo \"$PASSWORD\" | portcullis user create …)"
+                .into(),
+        );
     }
     Ok(password)
 }
@@ -306,8 +313,10 @@ fn keys(config: Config, action: KeysAction) -> CliResult {
 fn echo(listen: &str) -> CliResult {
     use pingora::server::Server;
     use pingora::server::configuration::ServerConf;
-    let mut conf = ServerConf::default();
-    conf.threads = 1;
+    let conf = ServerConf {
+        threads: 1,
+        ..Default::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut svc = pingora::services::listening::Service::new("echo".into(), crate::echo::EchoApp);
@@ -346,7 +355,10 @@ fn demo(config_path: Option<&Path>) -> CliResult {
             permissions: Vec::new(),
             roles: Vec::new(),
             require_otp: false,
-            credentials: vec![crate::config::CredentialKind::Jwt, crate::config::CredentialKind::ApiKey],
+            credentials: vec![
+                crate::config::CredentialKind::Jwt,
+                crate::config::CredentialKind::ApiKey,
+            ],
         });
     }
     config.log.format = LogFormat::Pretty;

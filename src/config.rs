@@ -507,7 +507,11 @@ impl Config {
             );
         }
         let ident = &self.proxy.identity_header_prefix;
-        if ident.len() < 2 || !ident.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if ident.len() < 2
+            || !ident
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return err(
                 "proxy.identity_header_prefix",
                 format!("`{ident}` is not a header-name prefix"),
@@ -528,10 +532,7 @@ impl Config {
             }
         }
         if self.proxy.max_auth_body_bytes < 1024 {
-            return err(
-                "proxy.max_auth_body_bytes",
-                "must be at least 1024".into(),
-            );
+            return err("proxy.max_auth_body_bytes", "must be at least 1024".into());
         }
         self.database_location()?;
         if self.jwt.access_ttl_seconds == 0 || self.jwt.refresh_ttl_seconds == 0 {
@@ -632,7 +633,9 @@ impl Config {
 fn env_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -720,8 +723,8 @@ mod tests {
 
     #[test]
     fn unknown_env_override_is_an_error() {
-        let e = Config::from_sources("t", "", &env(&[("PORTCULLIS_PROXY__NOPE", "1")]))
-            .unwrap_err();
+        let e =
+            Config::from_sources("t", "", &env(&[("PORTCULLIS_PROXY__NOPE", "1")])).unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
     }
 

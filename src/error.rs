@@ -11,7 +11,10 @@ use crate::http_types::HttpResponse;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("invalid request: {reason}")]
-    InvalidRequest { field: Option<String>, reason: String },
+    InvalidRequest {
+        field: Option<String>,
+        reason: String,
+    },
     #[error("weak password: {0}")]
     WeakPassword(String),
     #[error("email exists")]
@@ -177,11 +180,14 @@ impl Error {
             Unauthenticated => vec![("www-authenticate", "Bearer".into())],
             InvalidToken | TokenExpired | TokenRevoked => vec![(
                 "www-authenticate",
-                format!("Bearer error=\"invalid_token\", error_description=\"{}\"", self.message()),
+                format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    self.message()
+                ),
             )],
-            AccountLocked { retry_after }
-            | RateLimited { retry_after }
-            | Busy { retry_after } => vec![("retry-after", retry_after.max(&1).to_string())],
+            AccountLocked { retry_after } | RateLimited { retry_after } | Busy { retry_after } => {
+                vec![("retry-after", retry_after.max(&1).to_string())]
+            }
             MethodNotAllowed { allow } => vec![("allow", (*allow).to_string())],
             _ => Vec::new(),
         }
@@ -252,6 +258,10 @@ mod tests {
     #[test]
     fn retry_after_is_at_least_one_second() {
         let r = Error::Busy { retry_after: 0 }.render("x");
-        assert!(r.headers.iter().any(|(k, v)| *k == "retry-after" && v == "1"));
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| *k == "retry-after" && v == "1")
+        );
     }
 }

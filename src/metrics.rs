@@ -101,7 +101,9 @@ pub static PASSWORD_HASH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
             "portcullis_password_hash_duration_seconds",
             "Time of one argon2id hash or verification",
         )
-        .buckets(vec![0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0]),
+        .buckets(vec![
+            0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+        ]),
     )
     .expect("metric definition");
     prometheus::register(Box::new(h.clone())).expect("metric registration");

@@ -50,14 +50,16 @@ fn threads(configured: usize) -> usize {
 pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
     let cfg = app.config.clone();
     let peer = upstream_peer(&app)?;
-    let mut conf = ServerConf::default();
-    conf.threads = threads(cfg.server.threads);
-    conf.work_stealing = false;
-    conf.grace_period_seconds = Some(cfg.server.grace_period_seconds);
-    conf.graceful_shutdown_timeout_seconds = Some(cfg.server.graceful_shutdown_timeout_seconds);
     let run_dir = std::env::temp_dir().join(format!("portcullis-{}", std::process::id()));
-    conf.pid_file = run_dir.join("pid").display().to_string();
-    conf.upgrade_sock = run_dir.join("upgrade.sock").display().to_string();
+    let conf = ServerConf {
+        threads: threads(cfg.server.threads),
+        work_stealing: false,
+        grace_period_seconds: Some(cfg.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(cfg.server.graceful_shutdown_timeout_seconds),
+        pid_file: run_dir.join("pid").display().to_string(),
+        upgrade_sock: run_dir.join("upgrade.sock").display().to_string(),
+        ..Default::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
@@ -99,7 +101,9 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
 }
 
 fn close_store(app: &App) {
-    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         && let Err(e) = rt.block_on(app.store.close())
     {
         tracing::warn!(error = %e, "closing the store");
@@ -150,7 +154,10 @@ fn exit_when_drained(app: Arc<App>) {
             std::thread::sleep(Duration::from_millis(20));
         }
         if app.in_flight() == 0 {
-            tracing::info!(after_ms = start.elapsed().as_millis() as u64, "drained, exiting");
+            tracing::info!(
+                after_ms = start.elapsed().as_millis() as u64,
+                "drained, exiting"
+            );
             close_store(&app);
             std::process::exit(0);
         }

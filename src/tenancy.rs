@@ -34,7 +34,10 @@ impl TenantDirectory {
     pub fn new(store: Arc<dyn Store>, cfg: TenancySection, ttl: Duration) -> Self {
         TenantDirectory {
             store,
-            cache: Cache::builder().max_capacity(10_000).time_to_live(ttl).build(),
+            cache: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
             cfg,
         }
     }
@@ -48,7 +51,9 @@ impl TenantDirectory {
         let found = if let Ok(id) = Uuid::parse_str(ident) {
             self.store.tenant_by_id(id).await?
         } else if valid_slug(&ident.to_ascii_lowercase()) {
-            self.store.tenant_by_slug(&ident.to_ascii_lowercase()).await?
+            self.store
+                .tenant_by_slug(&ident.to_ascii_lowercase())
+                .await?
         } else {
             None
         };

@@ -32,7 +32,10 @@ pub async fn get_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
 
 async fn check_tenant(app: &App, req: &AuthRequest, identity: &Identity) -> Result<(), Error> {
     app.tenants
-        .check_matches(req.header(crate::tenancy::TENANT_HEADER), identity.tenant_id)
+        .check_matches(
+            req.header(crate::tenancy::TENANT_HEADER),
+            identity.tenant_id,
+        )
         .await
 }
 
@@ -65,7 +68,16 @@ pub async fn patch_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
             StoreError::NotFound(_) => Error::TokenRevoked,
             other => other.into(),
         })?;
-    audit::record(app, Some(req), Some(user.tenant_id), Some(user.id), "profile.updated", "success", json!({})).await;
+    audit::record(
+        app,
+        Some(req),
+        Some(user.tenant_id),
+        Some(user.id),
+        "profile.updated",
+        "success",
+        json!({}),
+    )
+    .await;
     Ok(HttpResponse::json(200, &UserView::from(&user)))
 }
 
@@ -93,13 +105,24 @@ pub async fn change_password(app: &App, req: &AuthRequest) -> Result<HttpRespons
             .verify(&current, user.password_hash.as_deref())
             .await?
     {
-        audit::record(app, Some(req), Some(user.tenant_id), Some(user.id), "password.change", "failure", json!({})).await;
+        audit::record(
+            app,
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "password.change",
+            "failure",
+            json!({}),
+        )
+        .await;
         return Err(Error::InvalidCredentials);
     }
     policy::check_password(&new, &user.email, app.config.accounts.password_min_length)
         .map_err(Error::WeakPassword)?;
     let hash = app.passwords.hash(&new).await?;
-    app.store.set_password(user.tenant_id, user.id, &hash).await?;
+    app.store
+        .set_password(user.tenant_id, user.id, &hash)
+        .await?;
     let revoked = app
         .store
         .revoke_user_sessions(user.id, identity.session_id, "password_changed")
@@ -133,7 +156,11 @@ pub async fn create_user_with_password(
     let email = validate::email(email.trim()).map_err(|e| e.message())?;
     policy::check_password(password, &email, app.config.accounts.password_min_length)
         .map_err(|r| format!("password {r}"))?;
-    let hash = app.passwords.hash(password).await.map_err(|e| e.message())?;
+    let hash = app
+        .passwords
+        .hash(password)
+        .await
+        .map_err(|e| e.message())?;
     let user = app
         .store
         .create_user(NewUser {
@@ -148,11 +175,22 @@ pub async fn create_user_with_password(
         })
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(_) => "a user with this email already exists in the tenant".to_string(),
+            StoreError::Conflict(_) => {
+                "a user with this email already exists in the tenant".to_string()
+            }
             StoreError::NotFound(what) => format!("unknown {what}"),
             other => other.to_string(),
         })?;
-    audit::record(app, None, Some(tenant_id), Some(user.id), "user.created", "success", json!({ "by": "operator", "roles": user.roles })).await;
+    audit::record(
+        app,
+        None,
+        Some(tenant_id),
+        Some(user.id),
+        "user.created",
+        "success",
+        json!({ "by": "operator", "roles": user.roles }),
+    )
+    .await;
     Ok(user)
 }
 
@@ -173,7 +211,13 @@ pub async fn bootstrap_admin_from_env(app: &App) -> Result<(), String> {
         .ensure_tenant(&app.config.tenancy.default_tenant)
         .await
         .map_err(|e| e.to_string())?;
-    if app.store.count_users(tenant.id).await.map_err(|e| e.to_string())? > 0 {
+    if app
+        .store
+        .count_users(tenant.id)
+        .await
+        .map_err(|e| e.to_string())?
+        > 0
+    {
         return Ok(());
     }
     let user = create_user_with_password(app, tenant.id, &email, &password, vec!["admin".into()])

@@ -92,6 +92,9 @@ pub fn parse_body<T: DeserializeOwned>(req: &AuthRequest) -> Result<T, Error> {
     } else {
         &req.body
     };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::bad_request("the body must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -155,16 +158,23 @@ mod tests {
 
     #[test]
     fn body_errors_name_the_field() {
-        assert_eq!(field(parse_body::<Body>(&req("{}")).unwrap_err()).as_deref(), Some("email"));
+        assert_eq!(
+            field(parse_body::<Body>(&req("{}")).unwrap_err()).as_deref(),
+            Some("email")
+        );
         assert_eq!(
             field(parse_body::<Body>(&req(r#"{"email": 5}"#)).unwrap_err()).as_deref(),
             Some("email")
         );
         assert_eq!(
-            field(parse_body::<Body>(&req(r#"{"email": "a", "age": "x"}"#)).unwrap_err()).as_deref(),
+            field(parse_body::<Body>(&req(r#"{"email": "a", "age": "x"}"#)).unwrap_err())
+                .as_deref(),
             Some("age")
         );
-        assert_eq!(field(parse_body::<Body>(&req("not json")).unwrap_err()), None);
+        assert_eq!(
+            field(parse_body::<Body>(&req("not json")).unwrap_err()),
+            None
+        );
         assert_eq!(field(parse_body::<Body>(&req("[1]")).unwrap_err()), None);
         assert!(parse_body::<Body>(&req(r#"{"email": "a", "extra": true}"#)).is_ok());
     }

@@ -44,7 +44,10 @@ pub async fn issue_tokens(
             user_agent: req.user_agent(),
         })
         .await?;
-    let access = tokens::sign(&app.keys, &AccessClaims::new(cfg, user, session.id, amr, at))?;
+    let access = tokens::sign(
+        &app.keys,
+        &AccessClaims::new(cfg, user, session.id, amr, at),
+    )?;
     Ok(token_response(app, user, access, refresh))
 }
 
@@ -106,7 +109,16 @@ pub async fn register(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
             StoreError::Conflict(_) => Error::EmailExists,
             other => other.into(),
         })?;
-    audit::record(app, Some(req), Some(tenant.id), Some(user.id), "user.registered", "success", json!({})).await;
+    audit::record(
+        app,
+        Some(req),
+        Some(tenant.id),
+        Some(user.id),
+        "user.registered",
+        "success",
+        json!({}),
+    )
+    .await;
     let tokens = issue_tokens(app, req, &user, &["pwd".to_string()]).await?;
     Ok(HttpResponse::json(201, &tokens))
 }
@@ -170,10 +182,28 @@ async fn login_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
         }
     };
     if user.status == UserStatus::Disabled {
-        audit::record(app, Some(req), Some(tenant.id), Some(user.id), "login", "failure", json!({ "reason": "disabled" })).await;
+        audit::record(
+            app,
+            Some(req),
+            Some(tenant.id),
+            Some(user.id),
+            "login",
+            "failure",
+            json!({ "reason": "disabled" }),
+        )
+        .await;
         return Err(Error::AccountDisabled);
     }
-    audit::record(app, Some(req), Some(tenant.id), Some(user.id), "login", "success", json!({})).await;
+    audit::record(
+        app,
+        Some(req),
+        Some(tenant.id),
+        Some(user.id),
+        "login",
+        "success",
+        json!({}),
+    )
+    .await;
     let tokens = issue_tokens(app, req, &user, &["pwd".to_string()]).await?;
     Ok(HttpResponse::json(200, &tokens))
 }
@@ -249,7 +279,9 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
         .await?
         .filter(|u| u.status == UserStatus::Active);
     let Some(user) = user else {
-        app.store.revoke_session(session.id, "user_inactive").await?;
+        app.store
+            .revoke_session(session.id, "user_inactive")
+            .await?;
         app.jwt.revoke_sessions(&[session.id]);
         return Err(Error::TokenRevoked);
     };
@@ -258,7 +290,10 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
         &app.keys,
         &AccessClaims::new(cfg, &user, session.id, &session.amr, at),
     )?;
-    Ok(HttpResponse::json(200, &token_response(app, &user, access, next)))
+    Ok(HttpResponse::json(
+        200,
+        &token_response(app, &user, access, next),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -278,18 +313,27 @@ pub async fn logout(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
     let body: LogoutBody = parse_body(req)?;
     let mut sessions = Vec::new();
     sessions.extend(identity.session_id);
-    if let Some(rt) = body.refresh_token.filter(|t| t.starts_with(REFRESH_PREFIX)) {
-        if let Some(s) = app.store.session_of_refresh_token(&token_hash(&rt)).await? {
-            if s.user_id == identity.user_id && !sessions.contains(&s.id) {
-                sessions.push(s.id);
-            }
-        }
+    let other = match body.refresh_token.filter(|t| t.starts_with(REFRESH_PREFIX)) {
+        Some(rt) => app.store.session_of_refresh_token(&token_hash(&rt)).await?,
+        None => None,
+    };
+    if let Some(s) = other.filter(|s| s.user_id == identity.user_id && !sessions.contains(&s.id)) {
+        sessions.push(s.id);
     }
     for sid in &sessions {
         app.store.revoke_session(*sid, "logout").await?;
     }
     app.jwt.revoke_sessions(&sessions);
-    audit::record(app, Some(req), Some(identity.tenant_id), Some(identity.user_id), "logout", "success", json!({})).await;
+    audit::record(
+        app,
+        Some(req),
+        Some(identity.tenant_id),
+        Some(identity.user_id),
+        "logout",
+        "success",
+        json!({}),
+    )
+    .await;
     Ok(logged_out())
 }
 

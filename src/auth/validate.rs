@@ -19,7 +19,9 @@ pub fn email(raw: &str) -> Result<String, Error> {
         return Err(bad("is longer than 254 characters"));
     }
     if !raw.is_ascii() {
-        return Err(bad("must be ASCII (use punycode for international domains)"));
+        return Err(bad(
+            "must be ASCII (use punycode for international domains)",
+        ));
     }
     let Some((local, domain)) = raw.rsplit_once('@') else {
         return Err(bad("must contain @"));
@@ -40,7 +42,9 @@ pub fn email(raw: &str) -> Result<String, Error> {
     for label in &labels {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
@@ -82,7 +86,10 @@ mod tests {
 
     #[test]
     fn good_emails_are_lower_cased() {
-        assert_eq!(email("Jane.Doe+x@Example.COM").unwrap(), "jane.doe+x@example.com");
+        assert_eq!(
+            email("Jane.Doe+x@Example.COM").unwrap(),
+            "jane.doe+x@example.com"
+        );
         assert!(email("a@xn--bcher-kva.example").is_ok());
     }
 
@@ -90,15 +97,29 @@ mod tests {
     fn bad_emails_are_refused() {
         let long_local = format!("{}@example.com", "a".repeat(65));
         let long_label = format!("a@{}.com", "b".repeat(64));
-        let long_total = format!("a@{}.com", ["b".repeat(60); 5].join("."));
+        let long_total = format!("a@{}.com", vec!["b".repeat(60); 5].join("."));
         for e in [
-            "", "not-an-email", "a b@example.com", "<a@example.com>", "a@example",
-            "a@@example.com", "a@exa mple.com", ".a@example.com", "a..b@example.com",
-            "jäne@example.com", "a@example.123", "a@-x.com", "a\r\n@example.com",
-            &long_local, &long_label, &long_total,
+            "",
+            "not-an-email",
+            "a b@example.com",
+            "<a@example.com>",
+            "a@example",
+            "a@@example.com",
+            "a@exa mple.com",
+            ".a@example.com",
+            "a..b@example.com",
+            "jäne@example.com",
+            "a@example.123",
+            "a@-x.com",
+            "a\r\n@example.com",
+            &long_local,
+            &long_label,
+            &long_total,
         ] {
             match email(e) {
-                Err(Error::InvalidRequest { field, .. }) => assert_eq!(field.as_deref(), Some("email")),
+                Err(Error::InvalidRequest { field, .. }) => {
+                    assert_eq!(field.as_deref(), Some("email"))
+                }
                 other => panic!("{e:?} gave {other:?}"),
             }
         }
@@ -106,7 +127,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(name("name", Some("  Jane ")).unwrap().as_deref(), Some("Jane"));
+        assert_eq!(
+            name("name", Some("  Jane ")).unwrap().as_deref(),
+            Some("Jane")
+        );
         assert_eq!(name("name", Some("")).unwrap(), None);
         assert!(name("name", Some("a\nb")).is_err());
         assert!(name("name", Some(&"x".repeat(101))).is_err());

@@ -35,7 +35,11 @@ mod tests {
     fn refresh_tokens_have_spec_shape() {
         let t = random_token("rt_");
         assert_eq!(t.len(), 3 + 43);
-        assert!(t[3..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            t[3..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_ne!(t, random_token("rt_"));
     }
 

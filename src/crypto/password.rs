@@ -77,9 +77,9 @@ impl PasswordHasher {
                         } else {
                             let start = Instant::now();
                             let out = match job.work {
-                                Work::Hash(pw) => {
-                                    hash_now(&pw).map(Outcome::Hashed).unwrap_or(Outcome::Failed)
-                                }
+                                Work::Hash(pw) => hash_now(&pw)
+                                    .map(Outcome::Hashed)
+                                    .unwrap_or(Outcome::Failed),
                                 Work::Verify(pw, hash) => match hash {
                                     Some(h) => Outcome::Verified(verify_now(&pw, &h)),
                                     None => {
@@ -185,7 +185,10 @@ mod tests {
     async fn hashes_are_owasp_argon2id_and_verify() {
         let h = PasswordHasher::start(&cfg(4));
         let hash = h.hash("correct horse").await.unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
         assert!(h.verify("correct horse", Some(&hash)).await.unwrap());
         assert!(!h.verify("wrong horse", Some(&hash)).await.unwrap());
         assert!(!h.verify("anything", None).await.unwrap());

@@ -160,7 +160,10 @@ roles = ["admin", "ops"]
         // `*` stays within one segment
         assert_eq!(&*p.select(&Method::GET, "/admin/x").name, "admin");
         assert_eq!(&*p.select(&Method::GET, "/admin/x/y").name, "default");
-        assert_eq!(p.select(&Method::GET, "/other").auth, AuthMode::Authenticated);
+        assert_eq!(
+            p.select(&Method::GET, "/other").auth,
+            AuthMode::Authenticated
+        );
     }
 
     #[test]
@@ -178,10 +181,16 @@ roles = ["admin", "ops"]
     fn permissions_all_roles_any() {
         let p = policies(ROUTES);
         let payments = p.select(&Method::POST, "/payments/1");
-        assert_eq!(authorize(payments, &identity(&["member"], &["profile:read"])), Err(Error::Forbidden));
+        assert_eq!(
+            authorize(payments, &identity(&["member"], &["profile:read"])),
+            Err(Error::Forbidden)
+        );
         assert!(authorize(payments, &identity(&["x"], &["payments:*"])).is_ok());
         let admin = p.select(&Method::GET, "/admin/x");
         assert!(authorize(admin, &identity(&["ops"], &[])).is_ok());
-        assert_eq!(authorize(admin, &identity(&["member"], &["*"])), Err(Error::Forbidden));
+        assert_eq!(
+            authorize(admin, &identity(&["member"], &["*"])),
+            Err(Error::Forbidden)
+        );
     }
 }

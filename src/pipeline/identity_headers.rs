@@ -47,10 +47,13 @@ impl IdentityHeaderNames {
     /// Whether an incoming header name falls under the identity prefix.
     pub fn is_identity_header(&self, name: &str) -> bool {
         name.len() >= self.prefix_lower.len()
-            && name
-                .bytes()
-                .zip(self.prefix_lower.bytes())
-                .all(|(a, b)| (if a == b'_' { b'-' } else { a.to_ascii_lowercase() }) == b)
+            && name.bytes().zip(self.prefix_lower.bytes()).all(|(a, b)| {
+                (if a == b'_' {
+                    b'-'
+                } else {
+                    a.to_ascii_lowercase()
+                }) == b
+            })
     }
 }
 
@@ -164,7 +167,10 @@ mod tests {
             ("x-forwarded-for", "6.6.6.6"),
             ("x-api-key", "sk_live_x"),
         ] {
-            h.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -172,16 +178,31 @@ mod tests {
     #[test]
     fn spoofed_identity_headers_are_removed_in_any_spelling() {
         let names = IdentityHeaderNames::new("X-Auth-").unwrap();
-        let e = upstream_edits(&names, &ProxySection::default(), &incoming(), None, "r1", &client(false));
+        let e = upstream_edits(
+            &names,
+            &ProxySection::default(),
+            &incoming(),
+            None,
+            "r1",
+            &client(false),
+        );
         let removed: Vec<&str> = e.remove.iter().map(|n| n.as_str()).collect();
         assert!(removed.contains(&"x-auth-user-id"));
         assert!(removed.contains(&"x_auth_email"));
         assert!(removed.contains(&"x-auth-anything"));
         assert!(removed.contains(&"x-api-key"));
         assert!(!removed.contains(&"x-authority"));
-        assert!(!e.insert.iter().any(|(n, _)| names.is_identity_header(n.as_str())));
+        assert!(
+            !e.insert
+                .iter()
+                .any(|(n, _)| names.is_identity_header(n.as_str()))
+        );
         // untrusted peer: X-Forwarded-For replaced
-        let xff = e.insert.iter().find(|(n, _)| n == "x-forwarded-for").unwrap();
+        let xff = e
+            .insert
+            .iter()
+            .find(|(n, _)| n == "x-forwarded-for")
+            .unwrap();
         assert_eq!(xff.1, "127.0.0.1");
     }
 
@@ -200,8 +221,20 @@ mod tests {
             mfa: false,
             expires_at: 0,
         };
-        let e = upstream_edits(&names, &ProxySection::default(), &incoming(), Some(&id), "r1", &client(true));
-        let get = |n: &str| e.insert.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_str().unwrap().to_string());
+        let e = upstream_edits(
+            &names,
+            &ProxySection::default(),
+            &incoming(),
+            Some(&id),
+            "r1",
+            &client(true),
+        );
+        let get = |n: &str| {
+            e.insert
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
         assert_eq!(get("x-auth-roles").unwrap(), "member,ops");
         assert_eq!(get("x-auth-method").unwrap(), "jwt");
         assert!(get("x-auth-mfa").is_none());

@@ -25,7 +25,10 @@ fn decode_segment(seg: &str) -> Result<String, Error> {
                 bytes.get(i + 1).copied().and_then(hex),
                 bytes.get(i + 2).copied().and_then(hex),
             ) else {
-                return Err(Error::invalid("path", "malformed percent-encoding in the path"));
+                return Err(Error::invalid(
+                    "path",
+                    "malformed percent-encoding in the path",
+                ));
             };
             let v = h * 16 + l;
             if v == b'/' || v == b'\\' || v == 0 {
@@ -52,7 +55,10 @@ fn decode_segment(seg: &str) -> Result<String, Error> {
 /// The normalised form of `path` (which must start with `/`).
 pub fn normalize(path: &str) -> Result<String, Error> {
     if !path.starts_with('/') || !path.is_ascii() {
-        return Err(Error::invalid("path", "the path must be an absolute ASCII path"));
+        return Err(Error::invalid(
+            "path",
+            "the path must be an absolute ASCII path",
+        ));
     }
     let mut stack: Vec<String> = Vec::new();
     let segments: Vec<&str> = path.split('/').collect();
@@ -116,7 +122,9 @@ mod tests {
 
     #[test]
     fn escapes_and_smuggling_are_refused() {
-        for p in ["/..", "/a/../..", "/a%2Fb", "/a%2fb", "/a%00", "/a%5cb", "/a%zz", "/a%4", "a", "/a\\b"] {
+        for p in [
+            "/..", "/a/../..", "/a%2Fb", "/a%2fb", "/a%00", "/a%5cb", "/a%zz", "/a%4", "a", "/a\\b",
+        ] {
             assert!(normalize(p).is_err(), "{p} must be refused");
         }
     }

@@ -46,7 +46,11 @@ impl ServeHttp for AdminApp {
                 if self.app.is_ready().await {
                     reply(200, "application/json", br#"{"status":"ready"}"#.to_vec())
                 } else {
-                    reply(503, "application/json", br#"{"status":"not ready"}"#.to_vec())
+                    reply(
+                        503,
+                        "application/json",
+                        br#"{"status":"not ready"}"#.to_vec(),
+                    )
                 }
             }
             _ => reply(

@@ -77,7 +77,12 @@ impl Proxy {
         Proxy { app, peer }
     }
 
-    async fn answer_auth(&self, session: &mut Session, ctx: &mut RequestCtx, path: &str) -> Result<()> {
+    async fn answer_auth(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        path: &str,
+    ) -> Result<()> {
         let limit = self.app.config.proxy.max_auth_body_bytes;
         let body = match respond::read_body(session, limit).await {
             Ok(body) => body,
@@ -179,7 +184,11 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         Ok(Box::new(self.peer.clone()))
     }
 
@@ -241,9 +250,16 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let (error, kind) = match e.etype() {
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout if e.esource() == &ErrorSource::Upstream => {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
                 (Some(AuthError::UpstreamTimeout), "timeout")
             }
             ErrorType::ConnectTimedout => (Some(AuthError::UpstreamTimeout), "connect_timeout"),

@@ -12,7 +12,11 @@ use crate::error::Error as AuthError;
 use crate::http_types::HttpResponse;
 
 /// Writes `response` with `Content-Length` and `X-Request-Id`.
-pub async fn write(session: &mut Session, ctx: &mut RequestCtx, response: HttpResponse) -> Result<()> {
+pub async fn write(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    response: HttpResponse,
+) -> Result<()> {
     let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 3))?;
     for (name, value) in response.headers {
         header.insert_header(name, value)?;
@@ -24,16 +28,23 @@ pub async fn write(session: &mut Session, ctx: &mut RequestCtx, response: HttpRe
     }
     ctx.status = Some(response.status);
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(header), head_only).await?;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
     if !head_only {
-        session.write_response_body(Some(response.body), true).await?;
+        session
+            .write_response_body(Some(response.body), true)
+            .await?;
     }
     Ok(())
 }
 
 /// Writes `error` in SPEC §5's shape.
 pub async fn error(session: &mut Session, ctx: &mut RequestCtx, error: AuthError) -> Result<()> {
-    if matches!(error, AuthError::PayloadTooLarge | AuthError::InvalidRequest { .. }) {
+    if matches!(
+        error,
+        AuthError::PayloadTooLarge | AuthError::InvalidRequest { .. }
+    ) {
         // the rest of the body was not read: do not reuse the connection
         session.set_keepalive(None);
     }

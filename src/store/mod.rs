@@ -14,7 +14,10 @@ pub mod sqlite;
 /// Built-in roles every tenant gets (SPEC §6).
 pub const BUILT_IN_ROLES: &[(&str, &[&str])] = &[
     ("admin", &["*"]),
-    ("member", &["profile:read", "profile:write", "apikey:manage"]),
+    (
+        "member",
+        &["profile:read", "profile:write", "apikey:manage"],
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -248,9 +251,9 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, String> {
                 .map_err(|e| format!("cannot open SQLite database {}: {e}", path.display()))?;
             Ok(Arc::new(store))
         }
-        DatabaseLocation::Postgres(_) => Err(
-            "database.url: PostgreSQL is not available in this build yet; use sqlite://".into(),
-        ),
+        DatabaseLocation::Postgres(_) => {
+            Err("database.url: PostgreSQL is not available in this build yet; use sqlite://".into())
+        }
     }
 }
 

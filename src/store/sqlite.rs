@@ -243,10 +243,8 @@ fn revoke(conn: &Connection, id: &str, reason: &str, at: i64) -> rusqlite::Resul
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.call(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err)
-        })
-        .await
+        self.call(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
+            .await
     }
 
     async fn create_tenant(&self, slug: &str, name: &str) -> StoreResult<Tenant> {
@@ -755,7 +753,9 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("sub/p.db")).await.unwrap();
+        let s = SqliteStore::open(&dir.path().join("sub/p.db"))
+            .await
+            .unwrap();
         (dir, s)
     }
 
@@ -777,7 +777,10 @@ mod tests {
         let (_d, s) = store().await;
         let t = s.ensure_tenant("default").await.unwrap();
         assert_eq!(s.ensure_tenant("default").await.unwrap().id, t.id);
-        let u = s.create_user(new_user(t.id, "a@example.com")).await.unwrap();
+        let u = s
+            .create_user(new_user(t.id, "a@example.com"))
+            .await
+            .unwrap();
         assert_eq!(u.roles, vec!["member"]);
         assert_eq!(
             u.permissions,
@@ -789,16 +792,27 @@ mod tests {
         ));
         let mut bad = new_user(t.id, "b@example.com");
         bad.roles = vec!["nope".into()];
-        assert!(matches!(s.create_user(bad).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.create_user(bad).await,
+            Err(StoreError::NotFound(_))
+        ));
         // the failed insert left nothing behind
-        assert!(s.user_by_email(t.id, "b@example.com").await.unwrap().is_none());
+        assert!(
+            s.user_by_email(t.id, "b@example.com")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
     async fn refresh_rotation_and_reuse() {
         let (_d, s) = store().await;
         let t = s.ensure_tenant("default").await.unwrap();
-        let u = s.create_user(new_user(t.id, "a@example.com")).await.unwrap();
+        let u = s
+            .create_user(new_user(t.id, "a@example.com"))
+            .await
+            .unwrap();
         let sid = Uuid::now_v7();
         s.create_session(NewSession {
             id: sid,
@@ -814,21 +828,29 @@ mod tests {
         .unwrap();
         let n = now();
         assert!(matches!(
-            s.rotate_refresh_token("h1", "h2", n + 100, n).await.unwrap(),
+            s.rotate_refresh_token("h1", "h2", n + 100, n)
+                .await
+                .unwrap(),
             RefreshOutcome::Rotated(_)
         ));
         assert!(matches!(
-            s.rotate_refresh_token("h1", "h3", n + 100, n).await.unwrap(),
+            s.rotate_refresh_token("h1", "h3", n + 100, n)
+                .await
+                .unwrap(),
             RefreshOutcome::Reused { .. }
         ));
         // the whole session is dead now, the newest token too
         assert!(matches!(
-            s.rotate_refresh_token("h2", "h4", n + 100, n).await.unwrap(),
+            s.rotate_refresh_token("h2", "h4", n + 100, n)
+                .await
+                .unwrap(),
             RefreshOutcome::Revoked
         ));
         assert!(s.session(sid).await.unwrap().unwrap().revoked_at.is_some());
         assert!(matches!(
-            s.rotate_refresh_token("zz", "h5", n + 100, n).await.unwrap(),
+            s.rotate_refresh_token("zz", "h5", n + 100, n)
+                .await
+                .unwrap(),
             RefreshOutcome::Unknown
         ));
     }
@@ -840,11 +862,18 @@ mod tests {
         let tid = {
             let s = SqliteStore::open(&path).await.unwrap();
             let t = s.ensure_tenant("default").await.unwrap();
-            s.create_user(new_user(t.id, "a@example.com")).await.unwrap();
+            s.create_user(new_user(t.id, "a@example.com"))
+                .await
+                .unwrap();
             s.close().await.unwrap();
             t.id
         };
         let s = SqliteStore::open(&path).await.unwrap();
-        assert!(s.user_by_email(tid, "A@example.com").await.unwrap().is_some());
+        assert!(
+            s.user_by_email(tid, "A@example.com")
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }

@@ -267,7 +267,8 @@ async fn build(cfg: &JwtSection, source: &Source, store: &dyn Store) -> Result<K
             })
         }
         Source::PemFile(pem) => {
-            let key = encoding_key_from_pem(alg, pem).map_err(|e| format!("jwt.private_key_file: {e}"))?;
+            let key = encoding_key_from_pem(alg, pem)
+                .map_err(|e| format!("jwt.private_key_file: {e}"))?;
             let (kid, jwk, verifier) = public_parts(alg, &key)?;
             let mut verifiers = HashMap::new();
             verifiers.insert(kid.clone(), verifier);

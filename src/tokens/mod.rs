@@ -74,10 +74,9 @@ pub fn sign(keys: &KeyRing, claims: &AccessClaims) -> Result<String, Error> {
 /// every other defect → `INVALID_TOKEN`.
 pub async fn verify(keys: &KeyRing, cfg: &JwtSection, token: &str) -> Result<AccessClaims, Error> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken)?;
-    let typ_ok = header
-        .typ
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt"));
+    let typ_ok = header.typ.as_deref().is_some_and(|t| {
+        t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt")
+    });
     // embedded keys or key URLs are never trusted (RFC 8725 §3.10)
     let embedded = header.jwk.is_some()
         || header.jku.is_some()
@@ -151,13 +150,22 @@ mod tests {
     #[tokio::test]
     async fn issued_tokens_verify_and_tampering_does_not() {
         let (_d, ring, config) = ring().await;
-        let claims = AccessClaims::new(&config.jwt, &user(), Uuid::new_v4(), &["pwd".into()], crate::store::now());
+        let claims = AccessClaims::new(
+            &config.jwt,
+            &user(),
+            Uuid::new_v4(),
+            &["pwd".into()],
+            crate::store::now(),
+        );
         let token = sign(&ring, &claims).unwrap();
         assert_eq!(verify(&ring, &config.jwt, &token).await.unwrap(), claims);
         let mut bad = token.clone();
         bad.pop();
         bad.push(if token.ends_with('A') { 'B' } else { 'A' });
-        assert_eq!(verify(&ring, &config.jwt, &bad).await, Err(Error::InvalidToken));
+        assert_eq!(
+            verify(&ring, &config.jwt, &bad).await,
+            Err(Error::InvalidToken)
+        );
     }
 
     #[tokio::test]
@@ -166,7 +174,10 @@ mod tests {
         let at = crate::store::now() - 2000;
         let claims = AccessClaims::new(&config.jwt, &user(), Uuid::new_v4(), &[], at);
         let token = sign(&ring, &claims).unwrap();
-        assert_eq!(verify(&ring, &config.jwt, &token).await, Err(Error::TokenExpired));
+        assert_eq!(
+            verify(&ring, &config.jwt, &token).await,
+            Err(Error::TokenExpired)
+        );
     }
 
     #[tokio::test]
@@ -176,11 +187,17 @@ mod tests {
         let mut claims = AccessClaims::new(&config.jwt, &user(), Uuid::new_v4(), &[], now);
         claims.aud = "someone-else".into();
         let token = sign(&ring, &claims).unwrap();
-        assert_eq!(verify(&ring, &config.jwt, &token).await, Err(Error::InvalidToken));
+        assert_eq!(
+            verify(&ring, &config.jwt, &token).await,
+            Err(Error::InvalidToken)
+        );
         let mut claims = AccessClaims::new(&config.jwt, &user(), Uuid::new_v4(), &[], now);
         claims.nbf = now + 600;
         let token = sign(&ring, &claims).unwrap();
-        assert_eq!(verify(&ring, &config.jwt, &token).await, Err(Error::InvalidToken));
+        assert_eq!(
+            verify(&ring, &config.jwt, &token).await,
+            Err(Error::InvalidToken)
+        );
     }
 
     #[tokio::test]
@@ -188,12 +205,21 @@ mod tests {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let (_d, ring, config) = ring().await;
-        let claims = AccessClaims::new(&config.jwt, &user(), Uuid::new_v4(), &[], crate::store::now());
+        let claims = AccessClaims::new(
+            &config.jwt,
+            &user(),
+            Uuid::new_v4(),
+            &[],
+            crate::store::now(),
+        );
         let kid = ring.current().signer.kid.clone();
         let payload = b64.encode(serde_json::to_vec(&claims).unwrap());
         let none_header = b64.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));
         let none = format!("{none_header}.{payload}.");
-        assert_eq!(verify(&ring, &config.jwt, &none).await, Err(Error::InvalidToken));
+        assert_eq!(
+            verify(&ring, &config.jwt, &none).await,
+            Err(Error::InvalidToken)
+        );
         // HS256 "signed" with the published public key
         let jwks: serde_json::Value = serde_json::from_slice(&ring.current().jwks).unwrap();
         let x = jwks["keys"][0]["x"].as_str().unwrap().to_string();
@@ -206,6 +232,9 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_secret(x.as_bytes()),
         )
         .unwrap();
-        assert_eq!(verify(&ring, &config.jwt, &forged).await, Err(Error::InvalidToken));
+        assert_eq!(
+            verify(&ring, &config.jwt, &forged).await,
+            Err(Error::InvalidToken)
+        );
     }
 }

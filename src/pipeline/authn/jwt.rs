@@ -53,7 +53,9 @@ impl JwtAuthenticator {
             }
             return Ok(identity);
         }
-        metrics::AUTH_CACHE.with_label_values(&["jwt", "miss"]).inc();
+        metrics::AUTH_CACHE
+            .with_label_values(&["jwt", "miss"])
+            .inc();
         let claims = tokens::verify(&app.keys, &app.config.jwt, token).await?;
         if self.revoked.contains_key(&claims.sid) {
             return Err(Error::TokenRevoked);
