@@ -11,9 +11,11 @@ use ipnet::IpNet;
 
 use crate::config::{Config, parse_cidr};
 use crate::crypto::password::PasswordHasher;
+use crate::crypto::seal::SecretBox;
 use crate::pipeline::authn::jwt::JwtAuthenticator;
 use crate::pipeline::authz::RoutePolicies;
 use crate::pipeline::identity_headers::IdentityHeaderNames;
+use crate::pipeline::otp::OtpStepUp;
 use crate::store::{self, Store};
 use crate::tenancy::TenantDirectory;
 use crate::tokens::KeyRing;
@@ -26,6 +28,9 @@ pub struct App {
     pub tenants: TenantDirectory,
     pub passwords: PasswordHasher,
     pub jwt: JwtAuthenticator,
+    /// Seals TOTP secrets at rest when `secrets.encryption_key_file` is set.
+    pub secrets: SecretBox,
+    pub otp: OtpStepUp,
     pub routes: RoutePolicies,
     pub identity_headers: IdentityHeaderNames,
     pub trusted_proxies: Vec<IpNet>,
@@ -47,6 +52,22 @@ impl App {
             .await
             .map_err(|e| format!("default tenant: {e}"))?;
         let keys = KeyRing::load(&config, store.clone()).await?;
+        let secrets = SecretBox::new(
+            Config::read_secret_file(
+                "secrets.encryption_key_file",
+                &config.secrets.encryption_key_file,
+            )
+            .map_err(|e| e.to_string())?
+            .as_deref(),
+        )?;
+        if !secrets.is_sealing()
+            && store
+                .has_sealed_mfa_secrets()
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            return Err("the store holds encrypted TOTP secrets but secrets.encryption_key_file is not set; set it to the key they were sealed with".into());
+        }
         let routes = RoutePolicies::compile(&config)?;
         let identity_headers = IdentityHeaderNames::new(&config.proxy.identity_header_prefix)?;
         let trusted_proxies = config
@@ -68,6 +89,8 @@ impl App {
                 Duration::from_secs(config.jwt.access_ttl_seconds),
                 config.jwt.leeway_seconds,
             ),
+            secrets,
+            otp: OtpStepUp::default(),
             routes,
             identity_headers,
             trusted_proxies,

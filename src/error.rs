@@ -43,6 +43,16 @@ pub enum Error {
     RefreshTokenReused,
     #[error("forbidden")]
     Forbidden,
+    #[error("invalid MFA code")]
+    InvalidMfaCode,
+    #[error("MFA already enabled")]
+    MfaAlreadyEnabled,
+    #[error("OTP required")]
+    OtpRequired,
+    #[error("invalid OTP")]
+    InvalidOtp,
+    #[error("MFA not enrolled")]
+    MfaNotEnrolled,
     #[error("tenant required")]
     TenantRequired,
     #[error("tenant not found")]
@@ -90,12 +100,12 @@ impl Error {
         match self {
             InvalidRequest { .. } | WeakPassword(_) | TenantRequired => 400,
             InvalidCredentials | Unauthenticated | InvalidToken | TokenExpired | TokenRevoked
-            | RefreshTokenReused => 401,
+            | RefreshTokenReused | InvalidMfaCode | OtpRequired | InvalidOtp => 401,
             RegistrationClosed | AccountDisabled | AccountNotVerified | Forbidden
-            | TenantMismatch => 403,
+            | TenantMismatch | MfaNotEnrolled => 403,
             TenantNotFound | NotFound => 404,
             MethodNotAllowed { .. } => 405,
-            EmailExists => 409,
+            EmailExists | MfaAlreadyEnabled => 409,
             PayloadTooLarge => 413,
             AccountLocked { .. } => 423,
             RateLimited { .. } => 429,
@@ -124,6 +134,11 @@ impl Error {
             TokenRevoked => "TOKEN_REVOKED",
             RefreshTokenReused => "REFRESH_TOKEN_REUSED",
             Forbidden => "FORBIDDEN",
+            InvalidMfaCode => "INVALID_MFA_CODE",
+            MfaAlreadyEnabled => "MFA_ALREADY_ENABLED",
+            OtpRequired => "OTP_REQUIRED",
+            InvalidOtp => "INVALID_OTP",
+            MfaNotEnrolled => "MFA_NOT_ENROLLED",
             TenantRequired => "TENANT_REQUIRED",
             TenantNotFound => "TENANT_NOT_FOUND",
             TenantMismatch => "TENANT_MISMATCH",
@@ -158,6 +173,11 @@ impl Error {
                 "Refresh token was already used; the session has been revoked".into()
             }
             Forbidden => "Not allowed".into(),
+            InvalidMfaCode => "Invalid verification code".into(),
+            MfaAlreadyEnabled => "MFA is already enabled".into(),
+            OtpRequired => "A one-time password is required for this route".into(),
+            InvalidOtp => "Invalid one-time password".into(),
+            MfaNotEnrolled => "This route needs MFA; enrol first".into(),
             TenantRequired => "X-Tenant-ID header is required".into(),
             TenantNotFound => "Unknown tenant".into(),
             TenantMismatch => "X-Tenant-ID does not match the credential's tenant".into(),

@@ -33,9 +33,9 @@ pub async fn record(
         target: "portcullis::audit",
         event = %event.kind,
         outcome = %event.outcome,
-        tenant_id = ?event.tenant_id,
-        user_id = ?event.user_id,
-        ip = ?event.ip,
+        tenant_id = event.tenant_id.map(|t| t.to_string()),
+        user_id = event.user_id.map(|u| u.to_string()),
+        ip = event.ip.as_deref(),
         request_id = req.map(|r| r.request_id.as_str()),
         details = %event.details,
         "audit"

@@ -12,6 +12,8 @@ use crate::http_types::{AuthRequest, HttpResponse};
 
 pub mod account;
 pub mod audit;
+pub mod lockout;
+pub mod mfa;
 pub mod session;
 pub mod validate;
 pub mod views;
@@ -26,6 +28,11 @@ enum Route {
     LogoutAll,
     Me,
     ChangePassword,
+    MfaEnable,
+    MfaConfirm,
+    MfaDisable,
+    MfaBackupCodes,
+    MfaVerify,
 }
 
 impl Route {
@@ -38,6 +45,11 @@ impl Route {
             "/logout-all" => Route::LogoutAll,
             "/me" => Route::Me,
             "/change-password" => Route::ChangePassword,
+            "/mfa/enable" => Route::MfaEnable,
+            "/mfa/confirm" => Route::MfaConfirm,
+            "/mfa/disable" => Route::MfaDisable,
+            "/mfa/backup-codes" => Route::MfaBackupCodes,
+            "/mfa/verify" => Route::MfaVerify,
             _ => return None,
         })
     }
@@ -52,6 +64,11 @@ impl Route {
             Route::LogoutAll => "auth_logout_all",
             Route::Me => "auth_me",
             Route::ChangePassword => "auth_change_password",
+            Route::MfaEnable => "auth_mfa_enable",
+            Route::MfaConfirm => "auth_mfa_confirm",
+            Route::MfaDisable => "auth_mfa_disable",
+            Route::MfaBackupCodes => "auth_mfa_backup_codes",
+            Route::MfaVerify => "auth_mfa_verify",
         }
     }
 
@@ -77,6 +94,11 @@ pub async fn handle(app: &App, req: &AuthRequest) -> (HttpResponse, &'static str
         (Route::Me, &Method::GET) => account::get_me(app, req).await,
         (Route::Me, &Method::PATCH) => account::patch_me(app, req).await,
         (Route::ChangePassword, &Method::POST) => account::change_password(app, req).await,
+        (Route::MfaEnable, &Method::POST) => mfa::enable(app, req).await,
+        (Route::MfaConfirm, &Method::POST) => mfa::confirm(app, req).await,
+        (Route::MfaDisable, &Method::POST) => mfa::disable(app, req).await,
+        (Route::MfaBackupCodes, &Method::POST) => mfa::regenerate_backup_codes(app, req).await,
+        (Route::MfaVerify, &Method::POST) => mfa::verify(app, req).await,
         _ => Err(Error::MethodNotAllowed {
             allow: route.allow(),
         }),

@@ -7,7 +7,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::views::{TokenResponse, UserView};
-use super::{audit, parse_body, validate};
+use super::{audit, lockout, mfa, parse_body, validate};
 use crate::app::App;
 use crate::config::Registration;
 use crate::crypto::{policy, random_token, token_hash};
@@ -128,24 +128,29 @@ struct LoginBody {
     email: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    /// TOTP or backup code, completing an MFA login in one step.
+    otp: Option<String>,
 }
 
 /// `POST /auth/login` (password path).
 pub async fn login(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
     let result = login_inner(app, req).await;
     let outcome = match &result {
-        Ok(_) => "success",
+        Ok((_, outcome)) => outcome,
         Err(Error::InvalidCredentials) => "invalid_credentials",
+        Err(Error::InvalidMfaCode) => "mfa_invalid_code",
+        Err(Error::AccountLocked { .. }) => "locked",
         Err(Error::AccountDisabled) => "disabled",
         Err(Error::InvalidRequest { .. }) => "invalid_request",
         Err(Error::Busy { .. }) => "busy",
         Err(_) => "error",
     };
     metrics::LOGINS.with_label_values(&[outcome]).inc();
-    result
+    result.map(|(response, _)| response)
 }
 
-async fn login_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+/// The answer and the metrics outcome of a login.
+async fn login_inner(app: &App, req: &AuthRequest) -> Result<(HttpResponse, &'static str), Error> {
     let tenant = app.tenants.resolve(req.header(TENANT_HEADER)).await?;
     let body: LoginBody = parse_body(req)?;
     let raw_email = body
@@ -163,11 +168,19 @@ async fn login_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
         Ok(email) => app.store.user_by_email(tenant.id, &email).await?,
         Err(_) => None,
     };
+    // a locked account answers 423 to right and wrong passwords alike, and
+    // attempts while locked neither count nor extend the lock
+    if let Some(u) = &user {
+        lockout::ensure_unlocked(u)?;
+    }
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let ok = app.passwords.verify(&password, hash).await?;
     let user = match (user, ok) {
         (Some(u), true) => u,
         (user, _) => {
+            if let Some(u) = &user {
+                lockout::failure(app, Some(req), u).await?;
+            }
             audit::record(
                 app,
                 Some(req),
@@ -194,6 +207,27 @@ async fn login_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
         .await;
         return Err(Error::AccountDisabled);
     }
+    let mut amr = vec!["pwd".to_string()];
+    if user.mfa_enabled {
+        let Some(code) = body.otp.filter(|c| !c.trim().is_empty()) else {
+            return Ok((mfa::start_mfa_login(app, &user).await?, "mfa_required"));
+        };
+        let record = app
+            .store
+            .mfa(user.id)
+            .await?
+            .filter(|m| m.confirmed)
+            .ok_or(Error::Internal)?;
+        if mfa::verify_code(app, user.id, &record, &code, true, false)
+            .await?
+            .is_none()
+        {
+            lockout::failure(app, Some(req), &user).await?;
+            return Err(Error::InvalidMfaCode);
+        }
+        amr.push("otp".to_string());
+    }
+    lockout::success(app, user.id).await?;
     audit::record(
         app,
         Some(req),
@@ -201,11 +235,11 @@ async fn login_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
         Some(user.id),
         "login",
         "success",
-        json!({}),
+        json!({ "mfa": amr.len() > 1 }),
     )
     .await;
-    let tokens = issue_tokens(app, req, &user, &["pwd".to_string()]).await?;
-    Ok(HttpResponse::json(200, &tokens))
+    let tokens = issue_tokens(app, req, &user, &amr).await?;
+    Ok((HttpResponse::json(200, &tokens), "success"))
 }
 
 #[derive(Deserialize)]

@@ -5,7 +5,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::User;
+use crate::store::{User, UserStatus, now};
 
 pub fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
@@ -52,7 +52,11 @@ impl From<&User> for UserView {
             permissions: u.permissions.clone(),
             mfa_enabled: u.mfa_enabled,
             email_verified: u.email_verified,
-            status: u.status.as_str(),
+            status: if u.status == UserStatus::Active && u.lock_remaining(now()).is_some() {
+                "locked"
+            } else {
+                u.status.as_str()
+            },
             created_at: rfc3339(u.created_at),
             updated_at: rfc3339(u.updated_at),
         }

@@ -9,6 +9,8 @@ use subtle::ConstantTimeEq;
 
 pub mod password;
 pub mod policy;
+pub mod seal;
+pub mod totp;
 
 /// `prefix` + base64url (unpadded) of 32 random bytes: 43 characters after the prefix.
 pub fn random_token(prefix: &str) -> String {

@@ -17,12 +17,18 @@ use crate::metrics;
 
 enum Work {
     Hash(String),
+    /// Several hashes in one job (backup codes).
+    HashMany(Vec<String>),
+    /// Which of several hashes `secret` matches (backup codes).
+    VerifyAny(String, Vec<String>),
     /// Verify against `Some(hash)`; `None` burns the same time against a dummy hash.
     Verify(String, Option<String>),
 }
 
 enum Outcome {
     Hashed(String),
+    HashedMany(Vec<String>),
+    Matched(Option<usize>),
     Verified(bool),
     TimedOut,
     Failed,
@@ -80,6 +86,15 @@ impl PasswordHasher {
                                 Work::Hash(pw) => hash_now(&pw)
                                     .map(Outcome::Hashed)
                                     .unwrap_or(Outcome::Failed),
+                                Work::HashMany(secrets) => secrets
+                                    .iter()
+                                    .map(|s| hash_now(s))
+                                    .collect::<Option<Vec<_>>>()
+                                    .map(Outcome::HashedMany)
+                                    .unwrap_or(Outcome::Failed),
+                                Work::VerifyAny(secret, hashes) => Outcome::Matched(
+                                    hashes.iter().position(|h| verify_now(&secret, h)),
+                                ),
                                 Work::Verify(pw, hash) => match hash {
                                     Some(h) => Outcome::Verified(verify_now(&pw, &h)),
                                     None => {
@@ -126,6 +141,32 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &str) -> Result<String, Error> {
         match self.submit(Work::Hash(password.to_string())).await? {
             Outcome::Hashed(h) => Ok(h),
+            _ => Err(Error::Internal),
+        }
+    }
+
+    /// argon2id hashes of several secrets (backup codes), in one job.
+    pub async fn hash_many(&self, secrets: Vec<String>) -> Result<Vec<String>, Error> {
+        match self.submit(Work::HashMany(secrets)).await? {
+            Outcome::HashedMany(h) => Ok(h),
+            _ => Err(Error::Internal),
+        }
+    }
+
+    /// The index of the hash in `hashes` that `secret` matches, if any.
+    pub async fn verify_any(
+        &self,
+        secret: &str,
+        hashes: Vec<String>,
+    ) -> Result<Option<usize>, Error> {
+        if hashes.is_empty() {
+            return Ok(None);
+        }
+        match self
+            .submit(Work::VerifyAny(secret.to_string(), hashes))
+            .await?
+        {
+            Outcome::Matched(i) => Ok(i),
             _ => Err(Error::Internal),
         }
     }

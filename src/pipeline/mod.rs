@@ -17,6 +17,7 @@ pub mod authn;
 pub mod authz;
 pub mod client;
 pub mod identity_headers;
+pub mod otp;
 pub mod path;
 
 /// Who a verified credential speaks for; cached, so shared behind an `Arc`.
@@ -71,11 +72,24 @@ pub async fn check(
     let tenant_header = headers
         .get(crate::tenancy::TENANT_HEADER)
         .and_then(|v| v.to_str().ok());
+    let mut identity = identity;
     let verdict = match app
         .tenants
         .check_matches(tenant_header, identity.tenant_id)
         .await
     {
+        Ok(()) if policy.require_otp => match app.otp.check(app, &identity, headers).await {
+            Ok(()) => {
+                if !identity.mfa {
+                    identity = Arc::new(Identity {
+                        mfa: true,
+                        ..(*identity).clone()
+                    });
+                }
+                authz::authorize(policy, &identity)
+            }
+            Err(e) => Err(e),
+        },
         Ok(()) => authz::authorize(policy, &identity),
         Err(e) => Err(e),
     };

@@ -86,8 +86,19 @@ pub struct User {
     pub roles: Vec<String>,
     /// Union of the roles' permissions, sorted, without duplicates.
     pub permissions: Vec<String>,
+    /// Unix seconds until which logins are refused (account lockout).
+    pub locked_until: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl User {
+    /// Seconds left of a lockout, if one is running.
+    pub fn lock_remaining(&self, at: i64) -> Option<u64> {
+        self.locked_until
+            .filter(|until| *until > at)
+            .map(|until| (until - at) as u64)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +169,33 @@ pub struct SigningKeyRecord {
     pub private_der: Vec<u8>,
     pub created_at: i64,
     pub retired_at: Option<i64>,
+}
+
+/// A user's TOTP enrolment.
+#[derive(Debug, Clone)]
+pub struct MfaRecord {
+    /// The secret as stored (`b32:` plain or `aes256gcm:` sealed).
+    pub secret: String,
+    /// False while the enrolment waits for `confirm`.
+    pub confirmed: bool,
+    /// The last TOTP time step accepted (replay guard).
+    pub last_step: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupCode {
+    pub id: i64,
+    pub code_hash: String,
+}
+
+/// A pending second step of an MFA login.
+#[derive(Debug, Clone)]
+pub struct MfaToken {
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub expires_at: i64,
+    pub failures: u32,
+    pub used: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +278,57 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes what is pending before the process exits.
     async fn close(&self) -> StoreResult<()>;
+
+    // account lockout
+    /// Counts a failed login or code; when `max` failures fall within `window`
+    /// seconds the account is locked for `lock_for` seconds. Returns the
+    /// lock's end when this failure locked it.
+    async fn record_login_failure(
+        &self,
+        user_id: Uuid,
+        at: i64,
+        window: i64,
+        max: u32,
+        lock_for: i64,
+    ) -> StoreResult<Option<i64>>;
+    /// Forgets failures and any lock (successful login, admin unlock).
+    async fn clear_login_failures(&self, user_id: Uuid) -> StoreResult<()>;
+
+    // TOTP MFA
+    async fn mfa(&self, user_id: Uuid) -> StoreResult<Option<MfaRecord>>;
+    /// Stores a new, unconfirmed enrolment and its backup codes, replacing an
+    /// unconfirmed one; `Conflict` when MFA is already on.
+    async fn begin_mfa(
+        &self,
+        user_id: Uuid,
+        secret: &str,
+        backup_code_hashes: Vec<String>,
+    ) -> StoreResult<()>;
+    /// Accepts TOTP `step` for the user if it is newer than the last one
+    /// (replay guard); with `confirm` also turns MFA on. False on replay.
+    async fn accept_totp_step(&self, user_id: Uuid, step: i64, confirm: bool) -> StoreResult<bool>;
+    /// Removes the enrolment and backup codes; MFA off.
+    async fn disable_mfa(&self, user_id: Uuid) -> StoreResult<()>;
+    async fn unused_backup_codes(&self, user_id: Uuid) -> StoreResult<Vec<BackupCode>>;
+    /// Marks a backup code used; false if it already was.
+    async fn use_backup_code(&self, user_id: Uuid, id: i64) -> StoreResult<bool>;
+    async fn replace_backup_codes(&self, user_id: Uuid, hashes: Vec<String>) -> StoreResult<()>;
+    /// Whether any TOTP secret is stored sealed (start-up refuses to run without the key).
+    async fn has_sealed_mfa_secrets(&self) -> StoreResult<bool>;
+
+    // MFA login tokens
+    async fn create_mfa_token(
+        &self,
+        hash: &str,
+        user_id: Uuid,
+        tenant_id: Uuid,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    async fn mfa_token(&self, hash: &str) -> StoreResult<Option<MfaToken>>;
+    /// Counts a wrong code on the token; returns the failures so far.
+    async fn mfa_token_failure(&self, hash: &str) -> StoreResult<u32>;
+    /// Uses the token up; false if it was already used.
+    async fn consume_mfa_token(&self, hash: &str, at: i64) -> StoreResult<bool>;
 }
 
 /// Opens (creating and migrating when needed) the store `database.url` names.

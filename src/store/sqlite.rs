@@ -11,12 +11,16 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use uuid::Uuid;
 
 use super::{
-    AuditEvent, BUILT_IN_ROLES, NewSession, NewUser, ProfileUpdate, RefreshOutcome, Session,
-    SigningKeyRecord, Store, StoreError, StoreResult, Tenant, User, UserStatus, now,
+    AuditEvent, BUILT_IN_ROLES, BackupCode, MfaRecord, MfaToken, NewSession, NewUser,
+    ProfileUpdate, RefreshOutcome, Session, SigningKeyRecord, Store, StoreError, StoreResult,
+    Tenant, User, UserStatus, now,
 };
 
 /// Embedded migrations, applied in order once each.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_init.sql")),
+    (3, include_str!("migrations/sqlite/0003_mfa_lockout.sql")),
+];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -151,7 +155,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
 const SESSION_COLUMNS: &str = "s.id, s.tenant_id, s.user_id, s.amr, s.created_at, s.revoked_at";
 
 const USER_COLUMNS: &str = "id, tenant_id, email, password_hash, first_name, family_name, name, \
-     status, email_verified, mfa_enabled, created_at, updated_at";
+     status, email_verified, mfa_enabled, created_at, updated_at, locked_until";
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     let status: String = r.get(7)?;
@@ -168,6 +172,7 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         mfa_enabled: r.get(9)?,
         roles: Vec::new(),
         permissions: Vec::new(),
+        locked_until: r.get(12)?,
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
     })
@@ -745,6 +750,314 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    // account lockout
+
+    async fn record_login_failure(
+        &self,
+        user_id: Uuid,
+        at: i64,
+        window: i64,
+        max: u32,
+        lock_for: i64,
+    ) -> StoreResult<Option<i64>> {
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let uid = user_id.to_string();
+            tx.execute(
+                "INSERT INTO login_failures (user_id, at) VALUES (?1, ?2)",
+                params![uid, at],
+            )
+            .map_err(map_err)?;
+            let recent: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM login_failures WHERE user_id = ?1 AND at > ?2",
+                    params![uid, at - window],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            let locked = if max > 0 && recent >= max as i64 {
+                let until = at + lock_for;
+                tx.execute(
+                    "UPDATE users SET locked_until = ?2 WHERE id = ?1",
+                    params![uid, until],
+                )
+                .map_err(map_err)?;
+                tx.execute("DELETE FROM login_failures WHERE user_id = ?1", [&uid])
+                    .map_err(map_err)?;
+                Some(until)
+            } else {
+                tx.execute(
+                    "DELETE FROM login_failures WHERE user_id = ?1 AND at <= ?2",
+                    params![uid, at - window],
+                )
+                .map_err(map_err)?;
+                None
+            };
+            tx.commit().map_err(map_err)?;
+            Ok(locked)
+        })
+        .await
+    }
+
+    async fn clear_login_failures(&self, user_id: Uuid) -> StoreResult<()> {
+        self.call(move |c| {
+            let uid = user_id.to_string();
+            c.execute("DELETE FROM login_failures WHERE user_id = ?1", [&uid])
+                .map_err(map_err)?;
+            c.execute(
+                "UPDATE users SET locked_until = NULL WHERE id = ?1 AND locked_until IS NOT NULL",
+                [&uid],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    // TOTP MFA
+
+    async fn mfa(&self, user_id: Uuid) -> StoreResult<Option<MfaRecord>> {
+        self.call(move |c| {
+            c.query_row(
+                "SELECT secret, confirmed, last_step FROM mfa_secrets WHERE user_id = ?1",
+                [user_id.to_string()],
+                |r| {
+                    Ok(MfaRecord {
+                        secret: r.get(0)?,
+                        confirmed: r.get(1)?,
+                        last_step: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn begin_mfa(
+        &self,
+        user_id: Uuid,
+        secret: &str,
+        backup_code_hashes: Vec<String>,
+    ) -> StoreResult<()> {
+        let secret = secret.to_string();
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let uid = user_id.to_string();
+            let confirmed: Option<bool> = tx
+                .query_row(
+                    "SELECT confirmed FROM mfa_secrets WHERE user_id = ?1",
+                    [&uid],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?;
+            if confirmed == Some(true) {
+                return Err(StoreError::Conflict("mfa already enabled".into()));
+            }
+            tx.execute(
+                "INSERT INTO mfa_secrets (user_id, secret, confirmed, created_at)
+                 VALUES (?1, ?2, 0, ?3)
+                 ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret,
+                     confirmed = 0, last_step = NULL, created_at = excluded.created_at",
+                params![uid, secret, now()],
+            )
+            .map_err(map_err)?;
+            insert_backup_codes(&tx, &uid, &backup_code_hashes)?;
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn accept_totp_step(&self, user_id: Uuid, step: i64, confirm: bool) -> StoreResult<bool> {
+        self.call(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            let uid = user_id.to_string();
+            let n = tx
+                .execute(
+                    "UPDATE mfa_secrets SET last_step = ?2,
+                            confirmed = CASE WHEN ?3 THEN 1 ELSE confirmed END
+                      WHERE user_id = ?1 AND (last_step IS NULL OR last_step < ?2)",
+                    params![uid, step, confirm],
+                )
+                .map_err(map_err)?;
+            if n > 0 && confirm {
+                tx.execute(
+                    "UPDATE users SET mfa_enabled = 1, updated_at = ?2 WHERE id = ?1",
+                    params![uid, now()],
+                )
+                .map_err(map_err)?;
+            }
+            tx.commit().map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn disable_mfa(&self, user_id: Uuid) -> StoreResult<()> {
+        self.call(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            let uid = user_id.to_string();
+            tx.execute("DELETE FROM mfa_secrets WHERE user_id = ?1", [&uid])
+                .map_err(map_err)?;
+            tx.execute("DELETE FROM backup_codes WHERE user_id = ?1", [&uid])
+                .map_err(map_err)?;
+            tx.execute(
+                "UPDATE users SET mfa_enabled = 0, updated_at = ?2 WHERE id = ?1",
+                params![uid, now()],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn unused_backup_codes(&self, user_id: Uuid) -> StoreResult<Vec<BackupCode>> {
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, code_hash FROM backup_codes
+                      WHERE user_id = ?1 AND used_at IS NULL ORDER BY id",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map([user_id.to_string()], |r| {
+                    Ok(BackupCode {
+                        id: r.get(0)?,
+                        code_hash: r.get(1)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn use_backup_code(&self, user_id: Uuid, id: i64) -> StoreResult<bool> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE backup_codes SET used_at = ?3
+                  WHERE id = ?1 AND user_id = ?2 AND used_at IS NULL",
+                params![id, user_id.to_string(), now()],
+            )
+            .map(|n| n > 0)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn replace_backup_codes(&self, user_id: Uuid, hashes: Vec<String>) -> StoreResult<()> {
+        self.call(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            insert_backup_codes(&tx, &user_id.to_string(), &hashes)?;
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn has_sealed_mfa_secrets(&self) -> StoreResult<bool> {
+        self.call(|c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM mfa_secrets WHERE secret NOT LIKE 'b32:%')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    // MFA login tokens
+
+    async fn create_mfa_token(
+        &self,
+        hash: &str,
+        user_id: Uuid,
+        tenant_id: Uuid,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM mfa_tokens WHERE expires_at < ?1", [now() - 3600])
+                .map_err(map_err)?;
+            c.execute(
+                "INSERT INTO mfa_tokens (hash, user_id, tenant_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, user_id.to_string(), tenant_id.to_string(), expires_at],
+            )
+            .map(|_| ())
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn mfa_token(&self, hash: &str) -> StoreResult<Option<MfaToken>> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT user_id, tenant_id, expires_at, failures, used_at FROM mfa_tokens WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(MfaToken {
+                        user_id: parse_uuid(&r.get::<_, String>(0)?)?,
+                        tenant_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                        expires_at: r.get(2)?,
+                        failures: r.get(3)?,
+                        used: r.get::<_, Option<i64>>(4)?.is_some(),
+                    })
+                },
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn mfa_token_failure(&self, hash: &str) -> StoreResult<u32> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.query_row(
+                "UPDATE mfa_tokens SET failures = failures + 1 WHERE hash = ?1 RETURNING failures",
+                [hash],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(|f| f.unwrap_or(u32::MAX))
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn consume_mfa_token(&self, hash: &str, at: i64) -> StoreResult<bool> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE mfa_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
+                params![hash, at],
+            )
+            .map(|n| n > 0)
+            .map_err(map_err)
+        })
+        .await
+    }
+}
+
+fn insert_backup_codes(tx: &Connection, user_id: &str, hashes: &[String]) -> StoreResult<()> {
+    tx.execute("DELETE FROM backup_codes WHERE user_id = ?1", [user_id])
+        .map_err(map_err)?;
+    for h in hashes {
+        tx.execute(
+            "INSERT INTO backup_codes (user_id, code_hash) VALUES (?1, ?2)",
+            params![user_id, h],
+        )
+        .map_err(map_err)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -131,6 +131,7 @@ mod tests {
             status: UserStatus::Active,
             email_verified: false,
             mfa_enabled: false,
+            locked_until: None,
             roles: vec!["member".into()],
             permissions: vec!["profile:read".into()],
             created_at: 0,

@@ -451,3 +451,86 @@ fn unknown_auth_route_is_404_and_wrong_method_is_405() {
         sc.echo.records()
     );
 }
+
+#[track_caller]
+fn retry_after(r: &Resp) -> u64 {
+    let v = r
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("no Retry-After: {}", r.describe()));
+    v.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After is not seconds: {v:?}"))
+}
+
+#[test]
+fn repeated_failed_logins_lock_the_account_with_423_and_retry_after() {
+    let sc = Sidecar::start(Opts::new().set("lockout", "max_failures", "3").set(
+        "lockout",
+        "lockout_seconds",
+        "600",
+    ));
+    let user = sc.new_user();
+    let wrong = format!("{}-wrong", user.password);
+    // a success resets the count
+    for _ in 0..2 {
+        assert_error(&sc.login(&user.email, &wrong), 401, "INVALID_CREDENTIALS");
+    }
+    assert_status(&sc.login(&user.email, &user.password), 200);
+    for _ in 0..2 {
+        assert_error(&sc.login(&user.email, &wrong), 401, "INVALID_CREDENTIALS");
+    }
+    // the failure that reaches max_failures may answer 401 or 423
+    let r = sc.login(&user.email, &wrong);
+    assert_error_any(&r, r.status, &["INVALID_CREDENTIALS", "ACCOUNT_LOCKED"]);
+    assert!([401, 423].contains(&r.status), "{}", r.describe());
+    // afterwards the right and the wrong password both get 423
+    for pw in [&user.password, &wrong] {
+        let r = sc.login(&user.email, pw);
+        assert_error(&r, 423, "ACCOUNT_LOCKED");
+        let secs = retry_after(&r);
+        assert!(secs > 0 && secs <= 600, "Retry-After {secs}");
+        assert!(!r.body.contains("accessToken"));
+    }
+    // the existing session is not affected, another account is not locked
+    assert_eq!(sc.get("/api/locked", Some(&user.access)).status, 200);
+    let other = sc.new_user();
+    assert_status(&sc.login(&other.email, &other.password), 200);
+}
+
+#[test]
+fn public_auth_routes_are_rate_limited_per_client_ip_with_429_and_retry_after() {
+    let sc = Sidecar::start(Opts::new().set("rate_limit", "per_ip_per_minute", "3"));
+    let body = json!({"refreshToken": format!("rt_{}", "B".repeat(43))});
+    for _ in 0..3 {
+        assert_error(&sc.post("/auth/refresh", None, &body), 401, "INVALID_TOKEN");
+    }
+    let r = sc.post("/auth/refresh", None, &body);
+    assert_error(&r, 429, "RATE_LIMITED");
+    let secs = retry_after(&r);
+    assert!(secs > 0 && secs <= 60, "Retry-After {secs}");
+    let r = sc.login(&unique_email("rl"), &strong_password());
+    assert_error(&r, 429, "RATE_LIMITED");
+    // the proxy path is not an /auth route
+    let r = sc.get("/public/not-limited", None);
+    assert_eq!(r.status, 200, "{}", r.describe());
+}
+
+#[test]
+fn logins_are_rate_limited_per_account() {
+    let sc = Sidecar::start(
+        Opts::new()
+            .set("rate_limit", "login_per_account_per_minute", "2")
+            .set("lockout", "max_failures", "100"),
+    );
+    let user = sc.new_user();
+    let wrong = format!("{}-wrong", user.password);
+    for _ in 0..2 {
+        assert_error(&sc.login(&user.email, &wrong), 401, "INVALID_CREDENTIALS");
+    }
+    let r = sc.login(&user.email, &user.password);
+    assert_error(&r, 429, "RATE_LIMITED");
+    assert!(retry_after(&r) > 0);
+    // another account from the same client is not limited
+    let other = sc.new_user();
+    assert_status(&sc.login(&other.email, &other.password), 200);
+}

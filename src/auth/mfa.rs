@@ -1,0 +1,375 @@
+//! TOTP multi-factor routes (SPEC §6, §9): enable (pending until confirm),
+//! confirm, disable, backup-codes, and the second step of an MFA login
+//! (`/auth/mfa/verify` with the `mfa_…` token). [`verify_code`] is the one
+//! check of a TOTP (replay-guarded) or backup code (single use).
+
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::session::issue_tokens;
+use super::{audit, lockout, parse_body};
+use crate::app::App;
+use crate::crypto::{random_token, token_hash, totp};
+use crate::error::Error;
+use crate::http_types::{AuthRequest, HttpResponse};
+use crate::metrics;
+use crate::pipeline::{Identity, authn};
+use crate::store::{MfaRecord, StoreError, User, UserStatus, now};
+
+pub const MFA_TOKEN_PREFIX: &str = "mfa_";
+pub const MFA_TOKEN_TTL: i64 = 300;
+/// Wrong codes that burn an MFA token.
+pub const MFA_TOKEN_MAX_FAILURES: u32 = 5;
+
+/// Which factor a code proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Factor {
+    Totp,
+    BackupCode,
+}
+
+/// Checks `code` for the user: a current TOTP whose step was not used before
+/// (recorded, and with `confirm` MFA turns on), or — when `backup` is allowed
+/// and it has 8 digits — an unused backup code (used up). None: wrong code.
+pub async fn verify_code(
+    app: &App,
+    user_id: Uuid,
+    mfa: &MfaRecord,
+    code: &str,
+    backup: bool,
+    confirm: bool,
+) -> Result<Option<Factor>, Error> {
+    let code = code.trim();
+    if backup && totp::is_backup_code_shape(code) {
+        let codes = app.store.unused_backup_codes(user_id).await?;
+        let hashes = codes.iter().map(|c| c.code_hash.clone()).collect();
+        if let Some(i) = app.passwords.verify_any(code, hashes).await?
+            && app.store.use_backup_code(user_id, codes[i].id).await?
+        {
+            return Ok(Some(Factor::BackupCode));
+        }
+        return Ok(None);
+    }
+    let secret = app
+        .secrets
+        .open(&mfa.secret, &user_id.to_string())
+        .map_err(|e| {
+            tracing::error!(error = %e, "TOTP secret unreadable");
+            Error::Internal
+        })?;
+    let Some(step) = totp::check(&secret, code, now() as u64, app.config.mfa.skew_steps) else {
+        return Ok(None);
+    };
+    if app
+        .store
+        .accept_totp_step(user_id, step as i64, confirm)
+        .await?
+    {
+        Ok(Some(Factor::Totp))
+    } else {
+        // the step was used before: a replay
+        Ok(None)
+    }
+}
+
+/// The MFA-capable caller: a session (JWT), its user, and that user's enrolment.
+async fn caller(
+    app: &App,
+    req: &AuthRequest,
+) -> Result<(Identity, User, Option<MfaRecord>), Error> {
+    let identity = authn::require(app, &req.headers).await?;
+    let user = app
+        .store
+        .user_by_id(identity.tenant_id, identity.user_id)
+        .await?
+        .ok_or(Error::TokenRevoked)?;
+    let mfa = app.store.mfa(user.id).await?;
+    Ok(((*identity).clone(), user, mfa))
+}
+
+fn success(message: &str) -> HttpResponse {
+    HttpResponse::json(200, &json!({ "success": true, "message": message }))
+}
+
+async fn wrong_code(app: &App, req: &AuthRequest, user: &User, kind: &str) -> Error {
+    if let Err(e) = lockout::failure(app, Some(req), user).await {
+        return e;
+    }
+    audit::record(
+        app,
+        Some(req),
+        Some(user.tenant_id),
+        Some(user.id),
+        kind,
+        "failure",
+        json!({}),
+    )
+    .await;
+    Error::InvalidMfaCode
+}
+
+/// Backup codes for the user: the plain codes (shown once) and their hashes.
+async fn backup_codes(app: &App) -> Result<(Vec<String>, Vec<String>), Error> {
+    let codes = totp::new_backup_codes();
+    let hashes = app.passwords.hash_many(codes.clone()).await?;
+    Ok((codes, hashes))
+}
+
+/// `POST /auth/mfa/enable`.
+pub async fn enable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let (_, user, mfa) = caller(app, req).await?;
+    if user.mfa_enabled || mfa.is_some_and(|m| m.confirmed) {
+        return Err(Error::MfaAlreadyEnabled);
+    }
+    let secret = totp::new_secret();
+    let stored = app
+        .secrets
+        .seal(&secret, &user.id.to_string())
+        .map_err(|_| Error::Internal)?;
+    let url =
+        totp::otpauth_url(&secret, &app.config.mfa.issuer, &user.email).ok_or(Error::Internal)?;
+    let qr = totp::qr_data_uri(&url).ok_or(Error::Internal)?;
+    let (codes, hashes) = backup_codes(app).await?;
+    app.store
+        .begin_mfa(user.id, &stored, hashes)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => Error::MfaAlreadyEnabled,
+            other => other.into(),
+        })?;
+    app.otp.forget(user.id);
+    audit::record(
+        app,
+        Some(req),
+        Some(user.tenant_id),
+        Some(user.id),
+        "mfa.enrolment_started",
+        "success",
+        json!({}),
+    )
+    .await;
+    Ok(HttpResponse::json(
+        200,
+        &json!({
+            "secret": totp::base32(&secret),
+            "otpauthUrl": url,
+            "qrCode": qr,
+            "backupCodes": codes,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct CodeBody {
+    code: Option<String>,
+}
+
+fn required_code(code: Option<String>) -> Result<String, Error> {
+    code.filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| Error::invalid("code", "code is required"))
+}
+
+/// `POST /auth/mfa/confirm`: the first code turns MFA on.
+pub async fn confirm(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let (_, user, mfa) = caller(app, req).await?;
+    let body: CodeBody = parse_body(req)?;
+    let code = required_code(body.code)?;
+    let Some(mfa) = mfa else {
+        return Err(Error::bad_request(
+            "no MFA enrolment is pending: call /auth/mfa/enable first",
+        ));
+    };
+    if mfa.confirmed {
+        return Err(Error::MfaAlreadyEnabled);
+    }
+    lockout::ensure_unlocked(&user)?;
+    if verify_code(app, user.id, &mfa, &code, false, true)
+        .await?
+        .is_none()
+    {
+        return Err(wrong_code(app, req, &user, "mfa.confirm").await);
+    }
+    app.otp.forget(user.id);
+    audit::record(
+        app,
+        Some(req),
+        Some(user.tenant_id),
+        Some(user.id),
+        "mfa.enabled",
+        "success",
+        json!({}),
+    )
+    .await;
+    Ok(success("MFA enabled"))
+}
+
+#[derive(Deserialize)]
+struct DisableBody {
+    password: Option<String>,
+    code: Option<String>,
+}
+
+/// `POST /auth/mfa/disable`: needs the password and a code.
+pub async fn disable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let (_, user, mfa) = caller(app, req).await?;
+    let body: DisableBody = parse_body(req)?;
+    let password = body
+        .password
+        .ok_or_else(|| Error::invalid("password", "password is required"))?;
+    let code = required_code(body.code)?;
+    let Some(mfa) = mfa.filter(|m| m.confirmed) else {
+        return Err(Error::bad_request("MFA is not enabled"));
+    };
+    lockout::ensure_unlocked(&user)?;
+    if !app
+        .passwords
+        .verify(&password, user.password_hash.as_deref())
+        .await?
+    {
+        lockout::failure(app, Some(req), &user).await?;
+        return Err(Error::InvalidCredentials);
+    }
+    if verify_code(app, user.id, &mfa, &code, true, false)
+        .await?
+        .is_none()
+    {
+        return Err(wrong_code(app, req, &user, "mfa.disable").await);
+    }
+    app.store.disable_mfa(user.id).await?;
+    app.otp.forget(user.id);
+    audit::record(
+        app,
+        Some(req),
+        Some(user.tenant_id),
+        Some(user.id),
+        "mfa.disabled",
+        "success",
+        json!({}),
+    )
+    .await;
+    Ok(success("MFA disabled"))
+}
+
+/// `POST /auth/mfa/backup-codes`: ten new codes; the old ones die.
+pub async fn regenerate_backup_codes(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let (_, user, mfa) = caller(app, req).await?;
+    let body: CodeBody = parse_body(req)?;
+    let code = required_code(body.code)?;
+    let Some(mfa) = mfa.filter(|m| m.confirmed) else {
+        return Err(Error::bad_request("MFA is not enabled"));
+    };
+    lockout::ensure_unlocked(&user)?;
+    if verify_code(app, user.id, &mfa, &code, false, false)
+        .await?
+        .is_none()
+    {
+        return Err(wrong_code(app, req, &user, "mfa.backup_codes").await);
+    }
+    let (codes, hashes) = backup_codes(app).await?;
+    app.store.replace_backup_codes(user.id, hashes).await?;
+    audit::record(
+        app,
+        Some(req),
+        Some(user.tenant_id),
+        Some(user.id),
+        "mfa.backup_codes_regenerated",
+        "success",
+        json!({}),
+    )
+    .await;
+    Ok(HttpResponse::json(200, &json!({ "backupCodes": codes })))
+}
+
+/// The answer to a correct password of a user with MFA: `{mfaRequired, mfaToken, expiresIn}`.
+pub async fn start_mfa_login(app: &App, user: &User) -> Result<HttpResponse, Error> {
+    let token = random_token(MFA_TOKEN_PREFIX);
+    app.store
+        .create_mfa_token(
+            &token_hash(&token),
+            user.id,
+            user.tenant_id,
+            now() + MFA_TOKEN_TTL,
+        )
+        .await?;
+    Ok(HttpResponse::json(
+        200,
+        &json!({ "mfaRequired": true, "mfaToken": token, "expiresIn": MFA_TOKEN_TTL }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VerifyBody {
+    mfa_token: Option<String>,
+    code: Option<String>,
+}
+
+/// `POST /auth/mfa/verify`: the second step of an MFA login.
+pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let result = verify_inner(app, req).await;
+    let outcome = match &result {
+        Ok(_) => "mfa_success",
+        Err(Error::InvalidMfaCode) => "mfa_invalid_code",
+        Err(Error::AccountLocked { .. }) => "locked",
+        Err(_) => "mfa_error",
+    };
+    metrics::LOGINS.with_label_values(&[outcome]).inc();
+    result
+}
+
+async fn verify_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let body: VerifyBody = parse_body(req)?;
+    let token = body
+        .mfa_token
+        .ok_or_else(|| Error::invalid("mfaToken", "mfaToken is required"))?;
+    let code = required_code(body.code)?;
+    if !token.starts_with(MFA_TOKEN_PREFIX) || token.len() > 128 {
+        return Err(Error::InvalidToken);
+    }
+    let hash = token_hash(&token);
+    let record = app
+        .store
+        .mfa_token(&hash)
+        .await?
+        .filter(|t| !t.used && t.expires_at > now() && t.failures < MFA_TOKEN_MAX_FAILURES)
+        .ok_or(Error::InvalidToken)?;
+    let user = app
+        .store
+        .user_by_id(record.tenant_id, record.user_id)
+        .await?
+        .ok_or(Error::InvalidToken)?;
+    if user.status == UserStatus::Disabled {
+        return Err(Error::AccountDisabled);
+    }
+    lockout::ensure_unlocked(&user)?;
+    let mfa = app
+        .store
+        .mfa(user.id)
+        .await?
+        .filter(|m| m.confirmed)
+        .ok_or(Error::InvalidToken)?;
+    if verify_code(app, user.id, &mfa, &code, true, false)
+        .await?
+        .is_none()
+    {
+        app.store.mfa_token_failure(&hash).await?;
+        return Err(wrong_code(app, req, &user, "login.mfa").await);
+    }
+    if !app.store.consume_mfa_token(&hash, now()).await? {
+        return Err(Error::InvalidToken);
+    }
+    lockout::success(app, user.id).await?;
+    audit::record(
+        app,
+        Some(req),
+        Some(user.tenant_id),
+        Some(user.id),
+        "login",
+        "success",
+        json!({ "mfa": true }),
+    )
+    .await;
+    let tokens = issue_tokens(app, req, &user, &["pwd".to_string(), "otp".to_string()]).await?;
+    Ok(HttpResponse::json(200, &tokens))
+}
