@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::auth::rate_limit::RateLimiter;
 use crate::config::{Config, parse_cidr};
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::seal::SecretBox;
@@ -31,6 +32,10 @@ pub struct App {
     /// Seals TOTP secrets at rest when `secrets.encryption_key_file` is set.
     pub secrets: SecretBox,
     pub otp: OtpStepUp,
+    /// Public `/auth` requests per client IP.
+    pub ip_limits: RateLimiter,
+    /// Login attempts per (tenant, email).
+    pub login_limits: RateLimiter,
     pub routes: RoutePolicies,
     pub identity_headers: IdentityHeaderNames,
     pub trusted_proxies: Vec<IpNet>,
@@ -91,6 +96,8 @@ impl App {
             ),
             secrets,
             otp: OtpStepUp::default(),
+            ip_limits: RateLimiter::new(config.rate_limit.per_ip_per_minute),
+            login_limits: RateLimiter::new(config.rate_limit.login_per_account_per_minute),
             routes,
             identity_headers,
             trusted_proxies,

@@ -14,6 +14,7 @@ pub mod account;
 pub mod audit;
 pub mod lockout;
 pub mod mfa;
+pub mod rate_limit;
 pub mod session;
 pub mod validate;
 pub mod views;
@@ -72,6 +73,14 @@ impl Route {
         }
     }
 
+    /// Routes anyone may call: rate limited per client IP.
+    fn is_public(self) -> bool {
+        matches!(
+            self,
+            Route::Register | Route::Login | Route::Refresh | Route::MfaVerify
+        )
+    }
+
     fn allow(self) -> &'static str {
         match self {
             Route::Me => "GET, PATCH",
@@ -85,6 +94,11 @@ pub async fn handle(app: &App, req: &AuthRequest) -> (HttpResponse, &'static str
     let Some(route) = Route::find(&req.path) else {
         return (Error::NotFound.render(&req.request_id), "auth_unknown");
     };
+    if route.is_public()
+        && let Err(e) = app.ip_limits.check(&req.client_ip.to_string())
+    {
+        return (e.render(&req.request_id), route.label());
+    }
     let result = match (route, &req.method) {
         (Route::Register, &Method::POST) => session::register(app, req).await,
         (Route::Login, &Method::POST) => session::login(app, req).await,

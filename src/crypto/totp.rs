@@ -102,7 +102,10 @@ mod tests {
     fn skew_is_one_step_each_way() {
         let secret = new_secret();
         let t = 1_700_000_000u64;
-        let code = totp(&secret, 0, "x", "x").unwrap().generate(t - PERIOD);
+        let code = totp(&secret, 0, "x", "x")
+            .unwrap()
+            .generate(t - PERIOD)
+            .to_string();
         assert_eq!(check(&secret, &code, t, 1), Some(t / PERIOD - 1));
         assert_eq!(check(&secret, &code, t + 2 * PERIOD, 1), None);
         assert_eq!(check(&secret, "12345", t, 1), None);

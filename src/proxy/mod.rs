@@ -274,6 +274,8 @@ impl ProxyHttp for Proxy {
             },
         };
         metrics::UPSTREAM_ERRORS.with_label_values(&[kind]).inc();
+        // pingora will not reuse this connection: say so, so clients do not either
+        session.set_keepalive(None);
         let code = match error {
             Some(err) => {
                 let status = err.status();
