@@ -13,6 +13,7 @@ use crate::auth::rate_limit::RateLimiter;
 use crate::config::{Config, parse_cidr};
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::seal::SecretBox;
+use crate::notify::Webhook;
 use crate::pipeline::authn::jwt::JwtAuthenticator;
 use crate::pipeline::authz::RoutePolicies;
 use crate::pipeline::identity_headers::IdentityHeaderNames;
@@ -39,6 +40,10 @@ pub struct App {
     pub routes: RoutePolicies,
     pub identity_headers: IdentityHeaderNames,
     pub trusted_proxies: Vec<IpNet>,
+    /// `notifications.webhook_url`, parsed.
+    pub webhook: Option<Webhook>,
+    /// Also log notification tokens (`portcullis demo` only).
+    pub log_tokens: bool,
     /// Set once start-up finished; cleared again when draining.
     ready: AtomicBool,
     draining: AtomicBool,
@@ -48,7 +53,7 @@ pub struct App {
 impl App {
     /// Opens the store, makes sure the default tenant and a signing key exist,
     /// and creates the bootstrap admin when asked to.
-    pub async fn init(config: Config) -> Result<Arc<App>, String> {
+    pub async fn init(config: Config, log_tokens: bool) -> Result<Arc<App>, String> {
         metrics::init();
         let config = Arc::new(config);
         let store = store::open(&config).await?;
@@ -81,7 +86,10 @@ impl App {
             .iter()
             .filter_map(|c| parse_cidr(c))
             .collect();
+        let webhook = Webhook::parse(&config.notifications.webhook_url)?;
         let app = Arc::new(App {
+            webhook,
+            log_tokens,
             tenants: TenantDirectory::new(
                 store.clone(),
                 config.tenancy.clone(),

@@ -154,7 +154,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Serve => {
             let config = load_config(config_path)?;
             init_logging(&config, "info");
-            let app = runtime()?.block_on(App::init(config))?;
+            let app = runtime()?.block_on(App::init(config, false))?;
             server::run(app, None)
         }
         Command::Demo => demo(config_path),
@@ -231,7 +231,7 @@ fn user(config: Config, action: UserAction) -> CliResult {
         } else {
             roles
         };
-        let app = App::init(config).await?;
+        let app = App::init(config, false).await?;
         let t = app
             .tenants
             .lookup(&tenant)
@@ -363,7 +363,7 @@ fn demo(config_path: Option<&Path>) -> CliResult {
     }
     config.log.format = LogFormat::Pretty;
     init_logging(&config, "info");
-    let app: Arc<App> = runtime()?.block_on(App::init(config.clone()))?;
+    let app: Arc<App> = runtime()?.block_on(App::init(config.clone(), true))?;
     print_walkthrough(&config, &echo, &dir);
     server::run(app, Some(echo))
 }

@@ -535,6 +535,7 @@ impl Config {
             return err("proxy.max_auth_body_bytes", "must be at least 1024".into());
         }
         self.database_location()?;
+        crate::notify::Webhook::parse(&self.notifications.webhook_url).map_err(ConfigError)?;
         if self.jwt.access_ttl_seconds == 0 || self.jwt.refresh_ttl_seconds == 0 {
             return err("jwt", "token lifetimes must be positive".into());
         }

@@ -12,6 +12,7 @@ pub mod echo;
 pub mod error;
 pub mod http_types;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;

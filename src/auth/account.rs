@@ -6,14 +6,19 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::views::UserView;
+use std::sync::Arc;
+
+use super::views::{UserView, rfc3339};
 use super::{audit, parse_body, validate};
 use crate::app::App;
-use crate::crypto::policy;
+use crate::crypto::{policy, random_token, token_hash};
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
+use crate::notify;
 use crate::pipeline::{Identity, authn};
-use crate::store::{NewUser, ProfileUpdate, StoreError, User};
+use crate::store::{
+    NewUser, OneTimeKind, OneTimeToken, ProfileUpdate, StoreError, User, UserStatus, now,
+};
 
 async fn current_user(app: &App, identity: &Identity) -> Result<User, Error> {
     app.store
@@ -144,6 +149,297 @@ pub async fn change_password(app: &App, req: &AuthRequest) -> Result<HttpRespons
     ))
 }
 
+/// An account an operator or an admin creates.
+pub struct NewAccount {
+    pub tenant_id: Uuid,
+    /// Already validated and lower-cased.
+    pub email: String,
+    /// None: the user is invited and sets it with `/auth/invite/accept`.
+    pub password: Option<String>,
+    pub first_name: Option<String>,
+    pub family_name: Option<String>,
+    pub roles: Vec<String>,
+    pub email_verified: bool,
+}
+
+pub const VERIFICATION_TTL: i64 = 24 * 3600;
+pub const RESET_TTL: i64 = 3600;
+pub const INVITE_TTL: i64 = 7 * 24 * 3600;
+
+/// Creates a user (admin API, CLI, bootstrap): the password is checked and
+/// hashed; without one an invitation token is made, sent, and returned.
+pub async fn create_user(app: &App, new: NewAccount) -> Result<(User, Option<String>), Error> {
+    if new.roles.is_empty() || new.roles.iter().any(|r| !crate::tenancy::valid_slug(r)) {
+        return Err(Error::invalid("roles", "roles must name existing roles"));
+    }
+    let hash = match &new.password {
+        Some(pw) => {
+            policy::check_password(pw, &new.email, app.config.accounts.password_min_length)
+                .map_err(Error::WeakPassword)?;
+            Some(app.passwords.hash(pw).await?)
+        }
+        None => None,
+    };
+    let user = app
+        .store
+        .create_user(NewUser {
+            tenant_id: new.tenant_id,
+            email: new.email,
+            password_hash: hash,
+            first_name: new.first_name,
+            family_name: new.family_name,
+            name: None,
+            email_verified: new.email_verified,
+            roles: new.roles,
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => Error::EmailExists,
+            StoreError::NotFound(what) => Error::invalid("roles", format!("unknown {what}")),
+            other => other.into(),
+        })?;
+    let invite = if new.password.is_none() {
+        Some(send_token(app, &user, OneTimeKind::Invite).await?)
+    } else {
+        None
+    };
+    Ok((user, invite))
+}
+
+/// Makes a single-use token of `kind` for the user and sends it by webhook.
+pub async fn send_token(app: &App, user: &User, kind: OneTimeKind) -> Result<String, Error> {
+    let (ttl, notification) = match kind {
+        OneTimeKind::EmailVerification => (VERIFICATION_TTL, "email.verification"),
+        OneTimeKind::PasswordReset => (RESET_TTL, "password.reset"),
+        OneTimeKind::Invite => (INVITE_TTL, "user.invited"),
+    };
+    let token = random_token("");
+    let expires_at = now() + ttl;
+    app.store
+        .create_one_time_token(
+            &token_hash(&token),
+            kind,
+            user.id,
+            user.tenant_id,
+            expires_at,
+        )
+        .await?;
+    notify::send(
+        app.webhook.as_ref(),
+        notify::Notification {
+            kind: notification,
+            tenant_id: user.tenant_id.to_string(),
+            user_id: user.id.to_string(),
+            email: user.email.clone(),
+            token: token.clone(),
+            expires_at: rfc3339(expires_at),
+        },
+        app.log_tokens,
+    );
+    Ok(token)
+}
+
+/// The live token of `kind`, or 401 `INVALID_TOKEN`.
+async fn live_token(
+    app: &App,
+    raw: Option<String>,
+    kind: OneTimeKind,
+) -> Result<(String, OneTimeToken), Error> {
+    let raw = raw.ok_or_else(|| Error::invalid("token", "token is required"))?;
+    if raw.is_empty() || raw.len() > 128 {
+        return Err(Error::InvalidToken);
+    }
+    let hash = token_hash(raw.trim());
+    let token = app
+        .store
+        .one_time_token(&hash, kind)
+        .await?
+        .filter(|t| !t.used && t.expires_at > now())
+        .ok_or(Error::InvalidToken)?;
+    Ok((hash, token))
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: Option<String>,
+}
+
+/// `POST /auth/verify-email`.
+pub async fn verify_email(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let body: TokenBody = parse_body(req)?;
+    let (hash, token) = live_token(app, body.token, OneTimeKind::EmailVerification).await?;
+    if !app.store.consume_one_time_token(&hash, now()).await? {
+        return Err(Error::InvalidToken);
+    }
+    let user = app
+        .store
+        .set_email_verified(token.tenant_id, token.user_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => Error::InvalidToken,
+            other => other.into(),
+        })?;
+    audit::record(
+        app,
+        Some(req),
+        Some(user.tenant_id),
+        Some(user.id),
+        "email.verified",
+        "success",
+        json!({}),
+    )
+    .await;
+    Ok(HttpResponse::json(200, &UserView::from(&user)))
+}
+
+#[derive(Deserialize)]
+struct ForgotBody {
+    email: Option<String>,
+}
+
+/// `POST /auth/password/forgot`: 202 at once, whatever the email; the lookup
+/// and the webhook run in the background so timing tells nothing.
+pub async fn forgot_password(app: &Arc<App>, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let tenant = app
+        .tenants
+        .resolve(req.header(crate::tenancy::TENANT_HEADER))
+        .await?;
+    let body: ForgotBody = parse_body(req)?;
+    let raw = body
+        .email
+        .ok_or_else(|| Error::invalid("email", "email is required"))?;
+    let accepted = HttpResponse::json(
+        202,
+        &json!({ "message": "If the account exists, a reset link has been sent" }),
+    );
+    let Ok(email) = validate::email(raw.trim()) else {
+        return Ok(accepted);
+    };
+    app.login_limits.check(&format!("{}:{email}", tenant.id))?;
+    let app = app.clone();
+    let req = req.clone();
+    tokio::spawn(async move {
+        let user = match app.store.user_by_email(tenant.id, &email).await {
+            Ok(Some(u)) if u.status == UserStatus::Active => u,
+            _ => return,
+        };
+        if let Err(e) = send_token(&app, &user, OneTimeKind::PasswordReset).await {
+            tracing::warn!(error = %e, "password reset token not created");
+            return;
+        }
+        audit::record(
+            &app,
+            Some(&req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "password.reset_requested",
+            "success",
+            json!({}),
+        )
+        .await;
+    });
+    Ok(accepted)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResetBody {
+    token: Option<String>,
+    new_password: Option<String>,
+}
+
+/// `POST /auth/password/reset`: sets the password and revokes every session.
+pub async fn reset_password(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let body: ResetBody = parse_body(req)?;
+    let new = body
+        .new_password
+        .ok_or_else(|| Error::invalid("newPassword", "newPassword is required"))?;
+    let (hash, token) = live_token(app, body.token, OneTimeKind::PasswordReset).await?;
+    let user = app
+        .store
+        .user_by_id(token.tenant_id, token.user_id)
+        .await?
+        .ok_or(Error::InvalidToken)?;
+    // a weak password does not use the token up
+    policy::check_password(&new, &user.email, app.config.accounts.password_min_length)
+        .map_err(Error::WeakPassword)?;
+    let password_hash = app.passwords.hash(&new).await?;
+    if !app.store.consume_one_time_token(&hash, now()).await? {
+        return Err(Error::InvalidToken);
+    }
+    app.store
+        .set_password(user.tenant_id, user.id, &password_hash)
+        .await?;
+    app.store.clear_login_failures(user.id).await?;
+    let revoked = app
+        .store
+        .revoke_user_sessions(user.id, None, "password_reset")
+        .await?;
+    app.jwt.revoke_sessions(&revoked);
+    audit::record(
+        app,
+        Some(req),
+        Some(user.tenant_id),
+        Some(user.id),
+        "password.reset",
+        "success",
+        json!({ "sessionsRevoked": revoked.len() }),
+    )
+    .await;
+    Ok(HttpResponse::json(
+        200,
+        &json!({ "success": true, "message": "Password has been reset" }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct AcceptInviteBody {
+    token: Option<String>,
+    password: Option<String>,
+}
+
+/// `POST /auth/invite/accept`: an invited user sets a password.
+pub async fn accept_invite(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let body: AcceptInviteBody = parse_body(req)?;
+    let password = body
+        .password
+        .ok_or_else(|| Error::invalid("password", "password is required"))?;
+    let (hash, token) = live_token(app, body.token, OneTimeKind::Invite).await?;
+    let user = app
+        .store
+        .user_by_id(token.tenant_id, token.user_id)
+        .await?
+        .ok_or(Error::InvalidToken)?;
+    policy::check_password(
+        &password,
+        &user.email,
+        app.config.accounts.password_min_length,
+    )
+    .map_err(Error::WeakPassword)?;
+    let password_hash = app.passwords.hash(&password).await?;
+    if !app.store.consume_one_time_token(&hash, now()).await? {
+        return Err(Error::InvalidToken);
+    }
+    app.store
+        .set_password(user.tenant_id, user.id, &password_hash)
+        .await?;
+    let user = app
+        .store
+        .set_email_verified(user.tenant_id, user.id)
+        .await?;
+    audit::record(
+        app,
+        Some(req),
+        Some(user.tenant_id),
+        Some(user.id),
+        "invite.accepted",
+        "success",
+        json!({}),
+    )
+    .await;
+    Ok(HttpResponse::json(200, &UserView::from(&user)))
+}
+
 /// A user created by an operator (CLI, bootstrap): validated like a
 /// registration, with explicit roles and a verified email.
 pub async fn create_user_with_password(
@@ -154,33 +450,23 @@ pub async fn create_user_with_password(
     roles: Vec<String>,
 ) -> Result<User, String> {
     let email = validate::email(email.trim()).map_err(|e| e.message())?;
-    policy::check_password(password, &email, app.config.accounts.password_min_length)
-        .map_err(|r| format!("password {r}"))?;
-    let hash = app
-        .passwords
-        .hash(password)
-        .await
-        .map_err(|e| e.message())?;
-    let user = app
-        .store
-        .create_user(NewUser {
+    let (user, _) = create_user(
+        app,
+        NewAccount {
             tenant_id,
             email,
-            password_hash: Some(hash),
+            password: Some(password.to_string()),
             first_name: None,
             family_name: None,
-            name: None,
-            email_verified: true,
             roles,
-        })
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => {
-                "a user with this email already exists in the tenant".to_string()
-            }
-            StoreError::NotFound(what) => format!("unknown {what}"),
-            other => other.to_string(),
-        })?;
+            email_verified: true,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        Error::EmailExists => "a user with this email already exists in the tenant".to_string(),
+        other => other.message(),
+    })?;
     audit::record(
         app,
         None,

@@ -3,6 +3,8 @@
 //! plain async functions from an [`AuthRequest`] to an [`HttpResponse`] or an
 //! [`Error`]. JSON bodies are parsed here, the user view lives in [`views`].
 
+use std::sync::Arc;
+
 use http::Method;
 use serde::de::DeserializeOwned;
 
@@ -11,6 +13,7 @@ use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 
 pub mod account;
+pub mod admin;
 pub mod audit;
 pub mod lockout;
 pub mod mfa;
@@ -34,6 +37,10 @@ enum Route {
     MfaDisable,
     MfaBackupCodes,
     MfaVerify,
+    VerifyEmail,
+    PasswordForgot,
+    PasswordReset,
+    InviteAccept,
 }
 
 impl Route {
@@ -51,6 +58,10 @@ impl Route {
             "/mfa/disable" => Route::MfaDisable,
             "/mfa/backup-codes" => Route::MfaBackupCodes,
             "/mfa/verify" => Route::MfaVerify,
+            "/verify-email" => Route::VerifyEmail,
+            "/password/forgot" => Route::PasswordForgot,
+            "/password/reset" => Route::PasswordReset,
+            "/invite/accept" => Route::InviteAccept,
             _ => return None,
         })
     }
@@ -70,6 +81,10 @@ impl Route {
             Route::MfaDisable => "auth_mfa_disable",
             Route::MfaBackupCodes => "auth_mfa_backup_codes",
             Route::MfaVerify => "auth_mfa_verify",
+            Route::VerifyEmail => "auth_verify_email",
+            Route::PasswordForgot => "auth_password_forgot",
+            Route::PasswordReset => "auth_password_reset",
+            Route::InviteAccept => "auth_invite_accept",
         }
     }
 
@@ -77,7 +92,14 @@ impl Route {
     fn is_public(self) -> bool {
         matches!(
             self,
-            Route::Register | Route::Login | Route::Refresh | Route::MfaVerify
+            Route::Register
+                | Route::Login
+                | Route::Refresh
+                | Route::MfaVerify
+                | Route::VerifyEmail
+                | Route::PasswordForgot
+                | Route::PasswordReset
+                | Route::InviteAccept
         )
     }
 
@@ -90,7 +112,10 @@ impl Route {
 }
 
 /// Answers one `/auth` request; returns the response and the route label.
-pub async fn handle(app: &App, req: &AuthRequest) -> (HttpResponse, &'static str) {
+pub async fn handle(app: &Arc<App>, req: &AuthRequest) -> (HttpResponse, &'static str) {
+    if let Some((result, label)) = admin::handle(app, req).await {
+        return (result.unwrap_or_else(|e| e.render(&req.request_id)), label);
+    }
     let Some(route) = Route::find(&req.path) else {
         return (Error::NotFound.render(&req.request_id), "auth_unknown");
     };
@@ -113,6 +138,10 @@ pub async fn handle(app: &App, req: &AuthRequest) -> (HttpResponse, &'static str
         (Route::MfaDisable, &Method::POST) => mfa::disable(app, req).await,
         (Route::MfaBackupCodes, &Method::POST) => mfa::regenerate_backup_codes(app, req).await,
         (Route::MfaVerify, &Method::POST) => mfa::verify(app, req).await,
+        (Route::VerifyEmail, &Method::POST) => account::verify_email(app, req).await,
+        (Route::PasswordForgot, &Method::POST) => account::forgot_password(app, req).await,
+        (Route::PasswordReset, &Method::POST) => account::reset_password(app, req).await,
+        (Route::InviteAccept, &Method::POST) => account::accept_invite(app, req).await,
         _ => Err(Error::MethodNotAllowed {
             allow: route.allow(),
         }),

@@ -7,7 +7,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::views::{TokenResponse, UserView};
-use super::{audit, lockout, mfa, parse_body, validate};
+use super::{account, audit, lockout, mfa, parse_body, validate};
 use crate::app::App;
 use crate::config::Registration;
 use crate::crypto::{policy, random_token, token_hash};
@@ -15,7 +15,9 @@ use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::metrics;
 use crate::pipeline::authn;
-use crate::store::{NewSession, NewUser, RefreshOutcome, StoreError, User, UserStatus, now};
+use crate::store::{
+    NewSession, NewUser, OneTimeKind, RefreshOutcome, StoreError, User, UserStatus, now,
+};
 use crate::tenancy::TENANT_HEADER;
 use crate::tokens::{self, AccessClaims};
 
@@ -119,6 +121,13 @@ pub async fn register(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
         json!({}),
     )
     .await;
+    if app.config.accounts.require_email_verification {
+        account::send_token(app, &user, OneTimeKind::EmailVerification).await?;
+        return Ok(HttpResponse::json(
+            201,
+            &json!({ "user": UserView::from(&user), "verificationRequired": true }),
+        ));
+    }
     let tokens = issue_tokens(app, req, &user, &["pwd".to_string()]).await?;
     Ok(HttpResponse::json(201, &tokens))
 }
@@ -211,6 +220,9 @@ async fn login_inner(app: &App, req: &AuthRequest) -> Result<(HttpResponse, &'st
         )
         .await;
         return Err(Error::AccountDisabled);
+    }
+    if app.config.accounts.require_email_verification && !user.email_verified {
+        return Err(Error::AccountNotVerified);
     }
     let mut amr = vec!["pwd".to_string()];
     if user.mfa_enabled {

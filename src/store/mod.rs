@@ -198,6 +198,60 @@ pub struct MfaToken {
     pub used: bool,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub name: String,
+    pub permissions: Vec<String>,
+    pub built_in: bool,
+}
+
+/// Filters and page of the admin user list.
+#[derive(Debug, Clone, Default)]
+pub struct UserQuery {
+    /// Matches email, first, family or display name (case-insensitive substring).
+    pub q: Option<String>,
+    /// `active`, `disabled` or `locked`.
+    pub status: Option<String>,
+    /// 1-based.
+    pub page: u32,
+    pub limit: u32,
+}
+
+/// What an admin may change on a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AdminUserUpdate {
+    pub first_name: Option<String>,
+    pub family_name: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub status: Option<UserStatus>,
+}
+
+/// Kinds of single-use tokens sent by webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneTimeKind {
+    EmailVerification,
+    PasswordReset,
+    Invite,
+}
+
+impl OneTimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OneTimeKind::EmailVerification => "email_verification",
+            OneTimeKind::PasswordReset => "password_reset",
+            OneTimeKind::Invite => "invite",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OneTimeToken {
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub expires_at: i64,
+    pub used: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
     pub id: Uuid,
@@ -274,7 +328,6 @@ pub trait Store: Send + Sync + 'static {
 
     // audit
     async fn record_audit(&self, event: AuditEvent) -> StoreResult<()>;
-    async fn audit_events(&self, tenant_id: Uuid, limit: u32) -> StoreResult<Vec<AuditEvent>>;
 
     /// Flushes what is pending before the process exits.
     async fn close(&self) -> StoreResult<()>;
@@ -329,6 +382,55 @@ pub trait Store: Send + Sync + 'static {
     async fn mfa_token_failure(&self, hash: &str) -> StoreResult<u32>;
     /// Uses the token up; false if it was already used.
     async fn consume_mfa_token(&self, hash: &str, at: i64) -> StoreResult<bool>;
+
+    // administration
+    /// A page of the tenant's users and the total matching the filters.
+    async fn list_users(&self, tenant_id: Uuid, query: UserQuery) -> StoreResult<(Vec<User>, u64)>;
+    /// `NotFound` for an unknown user or role.
+    async fn admin_update_user(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        update: AdminUserUpdate,
+    ) -> StoreResult<User>;
+    /// Deletes the user and everything of theirs; false when unknown.
+    async fn delete_user(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    async fn set_email_verified(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<User>;
+    async fn list_roles(&self, tenant_id: Uuid) -> StoreResult<Vec<Role>>;
+    /// `Conflict` when the name is taken.
+    async fn create_role(&self, tenant_id: Uuid, role: Role) -> StoreResult<Role>;
+    /// `NotFound` for an unknown role.
+    async fn update_role(
+        &self,
+        tenant_id: Uuid,
+        name: &str,
+        permissions: Vec<String>,
+    ) -> StoreResult<Role>;
+    /// False when unknown; built-in roles are refused by the caller.
+    async fn delete_role(&self, tenant_id: Uuid, name: &str) -> StoreResult<bool>;
+    async fn audit_events_of(
+        &self,
+        tenant_id: Uuid,
+        user_id: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>>;
+
+    // single-use tokens (verification, reset, invitation)
+    async fn create_one_time_token(
+        &self,
+        hash: &str,
+        kind: OneTimeKind,
+        user_id: Uuid,
+        tenant_id: Uuid,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    async fn one_time_token(
+        &self,
+        hash: &str,
+        kind: OneTimeKind,
+    ) -> StoreResult<Option<OneTimeToken>>;
+    /// Uses the token up; false if it was already used.
+    async fn consume_one_time_token(&self, hash: &str, at: i64) -> StoreResult<bool>;
 }
 
 /// Opens (creating and migrating when needed) the store `database.url` names.

@@ -11,15 +11,16 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use uuid::Uuid;
 
 use super::{
-    AuditEvent, BUILT_IN_ROLES, BackupCode, MfaRecord, MfaToken, NewSession, NewUser,
-    ProfileUpdate, RefreshOutcome, Session, SigningKeyRecord, Store, StoreError, StoreResult,
-    Tenant, User, UserStatus, now,
+    AdminUserUpdate, AuditEvent, BUILT_IN_ROLES, BackupCode, MfaRecord, MfaToken, NewSession,
+    NewUser, OneTimeKind, OneTimeToken, ProfileUpdate, RefreshOutcome, Role, Session,
+    SigningKeyRecord, Store, StoreError, StoreResult, Tenant, User, UserQuery, UserStatus, now,
 };
 
 /// Embedded migrations, applied in order once each.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (3, include_str!("migrations/sqlite/0003_mfa_lockout.sql")),
+    (4, include_str!("migrations/sqlite/0004_accounts.sql")),
 ];
 
 pub struct SqliteStore {
@@ -711,38 +712,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn audit_events(&self, tenant_id: Uuid, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        self.call(move |c| {
-            let mut stmt = c
-                .prepare(
-                    "SELECT id, tenant_id, at, type, user_id, ip, user_agent, outcome, details
-                       FROM audit_events WHERE tenant_id = ?1
-                      ORDER BY at DESC, rowid DESC LIMIT ?2",
-                )
-                .map_err(map_err)?;
-            let rows = stmt
-                .query_map(params![tenant_id.to_string(), limit], |r| {
-                    let tenant: Option<String> = r.get(1)?;
-                    let user: Option<String> = r.get(4)?;
-                    Ok(AuditEvent {
-                        id: parse_uuid(&r.get::<_, String>(0)?)?,
-                        tenant_id: tenant.as_deref().map(parse_uuid).transpose()?,
-                        at: r.get(2)?,
-                        kind: r.get(3)?,
-                        user_id: user.as_deref().map(parse_uuid).transpose()?,
-                        ip: r.get(5)?,
-                        user_agent: r.get(6)?,
-                        outcome: r.get(7)?,
-                        details: serde_json::from_str(&r.get::<_, String>(8)?)
-                            .unwrap_or(serde_json::Value::Null),
-                    })
-                })
-                .map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
-        })
-        .await
-    }
-
     async fn close(&self) -> StoreResult<()> {
         self.call(|c| {
             c.pragma_update(None, "wal_checkpoint", "TRUNCATE")
@@ -1038,6 +1007,348 @@ impl Store for SqliteStore {
         self.call(move |c| {
             c.execute(
                 "UPDATE mfa_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
+                params![hash, at],
+            )
+            .map(|n| n > 0)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    // administration
+
+    async fn list_users(&self, tenant_id: Uuid, query: UserQuery) -> StoreResult<(Vec<User>, u64)> {
+        self.call(move |c| {
+            let mut clause = String::from("tenant_id = ?1");
+            let mut args: Vec<String> = vec![tenant_id.to_string()];
+            if let Some(q) = query.q.filter(|q| !q.is_empty()) {
+                let like = format!(
+                    "%{}%",
+                    q.to_lowercase()
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                );
+                args.push(like);
+                let n = args.len();
+                clause.push_str(&format!(
+                    " AND (email LIKE ?{n} ESCAPE '\\' OR lower(coalesce(first_name, '')) LIKE ?{n} ESCAPE '\\'
+                          OR lower(coalesce(family_name, '')) LIKE ?{n} ESCAPE '\\'
+                          OR lower(coalesce(name, '')) LIKE ?{n} ESCAPE '\\')"
+                ));
+            }
+            match query.status.as_deref() {
+                Some("active") => clause.push_str(&format!(
+                    " AND status = 'active' AND (locked_until IS NULL OR locked_until <= {})",
+                    now()
+                )),
+                Some("disabled") => clause.push_str(" AND status = 'disabled'"),
+                Some("locked") => clause.push_str(&format!(
+                    " AND status = 'active' AND locked_until > {}",
+                    now()
+                )),
+                _ => {}
+            }
+            let total: i64 = c
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM users WHERE {clause}"),
+                    rusqlite::params_from_iter(args.iter()),
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            let offset = (query.page.max(1) as i64 - 1) * query.limit as i64;
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE {clause}
+                  ORDER BY created_at, id LIMIT {} OFFSET {offset}",
+                query.limit
+            );
+            let mut stmt = c.prepare(&sql).map_err(map_err)?;
+            let mut users = stmt
+                .query_map(rusqlite::params_from_iter(args.iter()), user_from_row)
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)?;
+            for u in &mut users {
+                load_roles(c, u).map_err(map_err)?;
+            }
+            Ok((users, total as u64))
+        })
+        .await
+    }
+
+    async fn admin_update_user(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        update: AdminUserUpdate,
+    ) -> StoreResult<User> {
+        self.call(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            let (uid, tid) = (id.to_string(), tenant_id.to_string());
+            let n = tx
+                .execute(
+                    "UPDATE users SET first_name = COALESCE(?3, first_name),
+                            family_name = COALESCE(?4, family_name),
+                            status = COALESCE(?5, status), updated_at = ?6
+                      WHERE id = ?1 AND tenant_id = ?2",
+                    params![
+                        uid,
+                        tid,
+                        update.first_name,
+                        update.family_name,
+                        update.status.map(|s| s.as_str()),
+                        now()
+                    ],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("user".into()));
+            }
+            if let Some(roles) = &update.roles {
+                tx.execute("DELETE FROM user_roles WHERE user_id = ?1", [&uid])
+                    .map_err(map_err)?;
+                for role in roles {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO user_roles (user_id, tenant_id, role) VALUES (?1, ?2, ?3)",
+                        params![uid, tid, role],
+                    )
+                    .map_err(|e| match map_err(e) {
+                        StoreError::NotFound(_) => StoreError::NotFound(format!("role {role}")),
+                        other => other,
+                    })?;
+                }
+            }
+            let user = user_where(&tx, "id = ?1", &[&uid])
+                .map_err(map_err)?
+                .ok_or_else(|| StoreError::NotFound("user".into()))?;
+            tx.commit().map_err(map_err)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM users WHERE id = ?1 AND tenant_id = ?2",
+                params![id.to_string(), tenant_id.to_string()],
+            )
+            .map(|n| n > 0)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn set_email_verified(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<User> {
+        self.call(move |c| {
+            let (uid, tid) = (id.to_string(), tenant_id.to_string());
+            c.execute(
+                "UPDATE users SET email_verified = 1, updated_at = ?3 WHERE id = ?1 AND tenant_id = ?2",
+                params![uid, tid, now()],
+            )
+            .map_err(map_err)?;
+            user_where(c, "id = ?1 AND tenant_id = ?2", &[&uid, &tid])
+                .map_err(map_err)?
+                .ok_or_else(|| StoreError::NotFound("user".into()))
+        })
+        .await
+    }
+
+    async fn list_roles(&self, tenant_id: Uuid) -> StoreResult<Vec<Role>> {
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT name, permissions, built_in FROM roles WHERE tenant_id = ?1
+                      ORDER BY built_in DESC, name",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map([tenant_id.to_string()], |r| {
+                    Ok(Role {
+                        name: r.get(0)?,
+                        permissions: json_list(&r.get::<_, String>(1)?),
+                        built_in: r.get(2)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_role(&self, tenant_id: Uuid, role: Role) -> StoreResult<Role> {
+        self.call(move |c| {
+            let at = now();
+            c.execute(
+                "INSERT INTO roles (tenant_id, name, permissions, built_in, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 0, ?4, ?4)",
+                params![
+                    tenant_id.to_string(),
+                    role.name,
+                    to_json_list(&role.permissions),
+                    at
+                ],
+            )
+            .map_err(map_err)?;
+            Ok(Role {
+                built_in: false,
+                ..role
+            })
+        })
+        .await
+    }
+
+    async fn update_role(
+        &self,
+        tenant_id: Uuid,
+        name: &str,
+        permissions: Vec<String>,
+    ) -> StoreResult<Role> {
+        let name = name.to_string();
+        self.call(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE roles SET permissions = ?3, updated_at = ?4 WHERE tenant_id = ?1 AND name = ?2",
+                    params![tenant_id.to_string(), name, to_json_list(&permissions), now()],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("role".into()));
+            }
+            c.query_row(
+                "SELECT name, permissions, built_in FROM roles WHERE tenant_id = ?1 AND name = ?2",
+                params![tenant_id.to_string(), name],
+                |r| {
+                    Ok(Role {
+                        name: r.get(0)?,
+                        permissions: json_list(&r.get::<_, String>(1)?),
+                        built_in: r.get(2)?,
+                    })
+                },
+            )
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn delete_role(&self, tenant_id: Uuid, name: &str) -> StoreResult<bool> {
+        let name = name.to_string();
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM roles WHERE tenant_id = ?1 AND name = ?2 AND built_in = 0",
+                params![tenant_id.to_string(), name],
+            )
+            .map(|n| n > 0)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn audit_events_of(
+        &self,
+        tenant_id: Uuid,
+        user_id: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, tenant_id, at, type, user_id, ip, user_agent, outcome, details
+                       FROM audit_events WHERE tenant_id = ?1 AND (?2 IS NULL OR user_id = ?2)
+                      ORDER BY at DESC, rowid DESC LIMIT ?3",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(
+                    params![tenant_id.to_string(), user_id.map(|u| u.to_string()), limit],
+                    |r| {
+                        let tenant: Option<String> = r.get(1)?;
+                        let user: Option<String> = r.get(4)?;
+                        Ok(AuditEvent {
+                            id: parse_uuid(&r.get::<_, String>(0)?)?,
+                            tenant_id: tenant.as_deref().map(parse_uuid).transpose()?,
+                            at: r.get(2)?,
+                            kind: r.get(3)?,
+                            user_id: user.as_deref().map(parse_uuid).transpose()?,
+                            ip: r.get(5)?,
+                            user_agent: r.get(6)?,
+                            outcome: r.get(7)?,
+                            details: serde_json::from_str(&r.get::<_, String>(8)?)
+                                .unwrap_or(serde_json::Value::Null),
+                        })
+                    },
+                )
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    // single-use tokens
+
+    async fn create_one_time_token(
+        &self,
+        hash: &str,
+        kind: OneTimeKind,
+        user_id: Uuid,
+        tenant_id: Uuid,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM one_time_tokens WHERE expires_at < ?1",
+                [now() - 86_400],
+            )
+            .map_err(map_err)?;
+            c.execute(
+                "INSERT INTO one_time_tokens (hash, kind, user_id, tenant_id, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    hash,
+                    kind.as_str(),
+                    user_id.to_string(),
+                    tenant_id.to_string(),
+                    expires_at
+                ],
+            )
+            .map(|_| ())
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn one_time_token(
+        &self,
+        hash: &str,
+        kind: OneTimeKind,
+    ) -> StoreResult<Option<OneTimeToken>> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT user_id, tenant_id, expires_at, used_at FROM one_time_tokens
+                  WHERE hash = ?1 AND kind = ?2",
+                params![hash, kind.as_str()],
+                |r| {
+                    Ok(OneTimeToken {
+                        user_id: parse_uuid(&r.get::<_, String>(0)?)?,
+                        tenant_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                        expires_at: r.get(2)?,
+                        used: r.get::<_, Option<i64>>(3)?.is_some(),
+                    })
+                },
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn consume_one_time_token(&self, hash: &str, at: i64) -> StoreResult<bool> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE one_time_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
                 params![hash, at],
             )
             .map(|n| n > 0)
