@@ -35,7 +35,7 @@ COPY src ./src
 COPY config ./config
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked \
- && install -D -m 0755 target/release/portcullis /out/portcullis
+ && install -D -s -m 0755 target/release/portcullis /out/portcullis
 
 ############################ runtime ############################
 FROM debian:bookworm-slim
