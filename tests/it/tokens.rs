@@ -389,3 +389,81 @@ fn keys_rotate_adds_a_new_signing_key_and_keeps_the_old_one_valid() {
         200
     );
 }
+
+/// The access token of a sidecar configured with `alg` verifies against its
+/// JWKS with the matching JWK, and the proxy accepts it.
+fn selectable_algorithm_round_trip(alg: &str, kty: &str, decoding: fn(&Value) -> DecodingKey) {
+    let sc = Sidecar::start(Opts::new().set_str("jwt", "algorithm", alg));
+    let user = sc.new_user();
+    let header = jwt_header(&user.access);
+    assert_eq!(header["alg"], alg, "{header}");
+    assert_eq!(header["typ"], "at+jwt", "{header}");
+    let jwk = key_for(&sc.jwks(), header["kid"].as_str().unwrap_or_default());
+    assert_eq!(jwk["kty"], kty, "{jwk}");
+    for private in PRIVATE_MEMBERS {
+        assert!(jwk.get(*private).is_none(), "JWKS leaks {private}: {jwk}");
+    }
+    let mut v = validation();
+    v.algorithms = vec![header["alg"].as_str().unwrap().parse().unwrap()];
+    jsonwebtoken::decode::<Value>(&user.access, &decoding(&jwk), &v)
+        .unwrap_or_else(|e| panic!("{alg} token does not verify against the JWKS: {e}"));
+    let r = sc.get("/api/alg", Some(&user.access));
+    assert_eq!(r.status, 200, "{}", r.describe());
+}
+
+#[test]
+fn es256_is_selectable_and_published_as_an_ec_key() {
+    selectable_algorithm_round_trip("ES256", "EC", |jwk| {
+        DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap())
+            .unwrap()
+    });
+}
+
+#[test]
+fn rs256_is_selectable_and_published_as_an_rsa_key() {
+    selectable_algorithm_round_trip("RS256", "RSA", |jwk| {
+        DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
+            .unwrap()
+    });
+}
+
+#[test]
+fn hs256_needs_a_secret_file_and_is_never_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hs256.secret");
+    std::fs::write(&secret, "an-hs256-secret-of-at-least-32-bytes!!").unwrap();
+    let sc = Sidecar::start(Opts::new().set_str("jwt", "algorithm", "HS256").set_str(
+        "jwt",
+        "hs256_secret_file",
+        secret.to_str().unwrap(),
+    ));
+    let user = sc.new_user();
+    assert_eq!(jwt_header(&user.access)["alg"], "HS256");
+    let jwks = assert_status(&sc.get("/.well-known/jwks.json", None), 200);
+    assert_eq!(
+        jwks["keys"],
+        json!([]),
+        "a symmetric key must not be published"
+    );
+    let mut v = validation();
+    v.algorithms = vec![Algorithm::HS256];
+    jsonwebtoken::decode::<Value>(
+        &user.access,
+        &DecodingKey::from_secret(b"an-hs256-secret-of-at-least-32-bytes!!"),
+        &v,
+    )
+    .expect("HS256 token verifies with the configured secret");
+    assert_eq!(sc.get("/api/hs", Some(&user.access)).status, 200);
+    // without the secret file the configuration is refused
+    let out = sc.cli_env(
+        &["config", "check"],
+        None,
+        &[("PORTCULLIS_JWT__HS256_SECRET_FILE", "")],
+    );
+    assert!(!out.success(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("hs256_secret_file"),
+        "{}",
+        out.describe()
+    );
+}
