@@ -39,6 +39,9 @@ pub enum Error {
     TokenExpired,
     #[error("token revoked")]
     TokenRevoked,
+    /// An API key that is unknown, revoked, expired, or whose owner is disabled.
+    #[error("invalid API key")]
+    InvalidApiKey,
     #[error("refresh token reused")]
     RefreshTokenReused,
     #[error("forbidden")]
@@ -91,6 +94,7 @@ impl Error {
             InvalidRequest { .. } | WeakPassword(_) | TenantRequired => 400,
             InvalidCredentials | Unauthenticated | InvalidToken | TokenExpired | TokenRevoked
             | RefreshTokenReused => 401,
+            InvalidApiKey => 401,
             RegistrationClosed | AccountDisabled | AccountNotVerified | Forbidden
             | TenantMismatch => 403,
             TenantNotFound | NotFound => 404,
@@ -122,6 +126,7 @@ impl Error {
             InvalidToken => "INVALID_TOKEN",
             TokenExpired => "TOKEN_EXPIRED",
             TokenRevoked => "TOKEN_REVOKED",
+            InvalidApiKey => "INVALID_API_KEY",
             RefreshTokenReused => "REFRESH_TOKEN_REUSED",
             Forbidden => "FORBIDDEN",
             TenantRequired => "TENANT_REQUIRED",
@@ -154,6 +159,7 @@ impl Error {
             InvalidToken => "Invalid token".into(),
             TokenExpired => "Token expired".into(),
             TokenRevoked => "Token revoked".into(),
+            InvalidApiKey => "Invalid API key".into(),
             RefreshTokenReused => {
                 "Refresh token was already used; the session has been revoked".into()
             }
@@ -178,7 +184,7 @@ impl Error {
         use Error::*;
         match self {
             Unauthenticated => vec![("www-authenticate", "Bearer".into())],
-            InvalidToken | TokenExpired | TokenRevoked => vec![(
+            InvalidToken | TokenExpired | TokenRevoked | InvalidApiKey => vec![(
                 "www-authenticate",
                 format!(
                     "Bearer error=\"invalid_token\", error_description=\"{}\"",
@@ -208,7 +214,9 @@ impl Error {
             error["details"] = json!({ "field": field, "reason": reason });
         }
         let mut response = HttpResponse::json(self.status(), &json!({ "error": error }));
-        response.headers.extend(self.headers());
+        response
+            .headers
+            .extend(self.headers().into_iter().map(|(k, v)| (k.into(), v)));
         response
     }
 }

@@ -1,7 +1,8 @@
 //! The `/auth` routes the sidecar answers itself (SPEC §6): the router maps
-//! method + path to one handler in [`session`] or [`account`]; handlers are
-//! plain async functions from an [`AuthRequest`] to an [`HttpResponse`] or an
-//! [`Error`]. JSON bodies are parsed here, the user view lives in [`views`].
+//! method + path to one handler in [`session`], [`account`], [`api_keys`] or
+//! [`forward_auth`]; handlers are plain async functions from an [`AuthRequest`]
+//! to an [`HttpResponse`] or an [`Error`]. JSON bodies are parsed here, the
+//! user view lives in [`views`].
 
 use http::Method;
 use serde::de::DeserializeOwned;
@@ -11,7 +12,9 @@ use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 
 pub mod account;
+pub mod api_keys;
 pub mod audit;
+pub mod forward_auth;
 pub mod session;
 pub mod validate;
 pub mod views;
@@ -26,11 +29,26 @@ enum Route {
     LogoutAll,
     Me,
     ChangePassword,
+    ApiKeys,
+    /// `/api-keys/{id}`
+    ApiKey,
+    /// `/verify` (and `/verify/<path>` for Envoy's `path_prefix`)
+    Verify,
 }
 
 impl Route {
     fn find(path: &str) -> Option<Route> {
-        Some(match path.trim_end_matches('/') {
+        let path = path.trim_end_matches('/');
+        if path
+            .strip_prefix("/api-keys/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        {
+            return Some(Route::ApiKey);
+        }
+        if path.starts_with("/verify/") {
+            return Some(Route::Verify);
+        }
+        Some(match path {
             "/register" => Route::Register,
             "/login" => Route::Login,
             "/refresh" => Route::Refresh,
@@ -38,6 +56,8 @@ impl Route {
             "/logout-all" => Route::LogoutAll,
             "/me" => Route::Me,
             "/change-password" => Route::ChangePassword,
+            "/api-keys" => Route::ApiKeys,
+            "/verify" => Route::Verify,
             _ => return None,
         })
     }
@@ -52,12 +72,17 @@ impl Route {
             Route::LogoutAll => "auth_logout_all",
             Route::Me => "auth_me",
             Route::ChangePassword => "auth_change_password",
+            Route::ApiKeys => "auth_api_keys",
+            Route::ApiKey => "auth_api_key",
+            Route::Verify => "auth_verify",
         }
     }
 
     fn allow(self) -> &'static str {
         match self {
             Route::Me => "GET, PATCH",
+            Route::ApiKeys => "GET, POST",
+            Route::ApiKey => "DELETE",
             _ => "POST",
         }
     }
@@ -77,6 +102,10 @@ pub async fn handle(app: &App, req: &AuthRequest) -> (HttpResponse, &'static str
         (Route::Me, &Method::GET) => account::get_me(app, req).await,
         (Route::Me, &Method::PATCH) => account::patch_me(app, req).await,
         (Route::ChangePassword, &Method::POST) => account::change_password(app, req).await,
+        (Route::ApiKeys, &Method::POST) => api_keys::create(app, req).await,
+        (Route::ApiKeys, &Method::GET) => api_keys::list(app, req).await,
+        (Route::ApiKey, &Method::DELETE) => api_keys::revoke(app, req).await,
+        (Route::Verify, _) => forward_auth::verify(app, req).await,
         _ => Err(Error::MethodNotAllowed {
             allow: route.allow(),
         }),
@@ -184,5 +213,12 @@ mod tests {
         assert_eq!(Route::find("/login"), Some(Route::Login));
         assert_eq!(Route::find("/login/"), Some(Route::Login));
         assert_eq!(Route::find("/nope"), None);
+        assert_eq!(Route::find("/api-keys"), Some(Route::ApiKeys));
+        assert_eq!(Route::find("/api-keys/abc"), Some(Route::ApiKey));
+        assert_eq!(Route::find("/api-keys/abc/"), Some(Route::ApiKey));
+        assert_eq!(Route::find("/api-keys/a/b"), None);
+        assert_eq!(Route::find("/verify"), Some(Route::Verify));
+        assert_eq!(Route::find("/verify/api/x"), Some(Route::Verify));
+        assert_eq!(Route::find("/verifyx"), None);
     }
 }
