@@ -11,9 +11,9 @@ use ipnet::IpNet;
 
 use crate::config::{Config, parse_cidr};
 use crate::crypto::password::PasswordHasher;
+use crate::pipeline::Identity;
 use crate::pipeline::authn::api_key::ApiKeyAuthenticator;
 use crate::pipeline::authn::jwt::JwtAuthenticator;
-use crate::pipeline::Identity;
 use crate::pipeline::authz::RoutePolicies;
 use crate::pipeline::identity_headers::IdentityHeaderNames;
 use crate::store::{self, Store};

@@ -204,9 +204,7 @@ pub async fn create(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
     let created_at = now();
     let expires_at = match body.expires_in_days {
         None => None,
-        Some(days) if (1..=MAX_EXPIRES_IN_DAYS).contains(&days) => {
-            Some(created_at + days * 86_400)
-        }
+        Some(days) if (1..=MAX_EXPIRES_IN_DAYS).contains(&days) => Some(created_at + days * 86_400),
         Some(_) => {
             return Err(Error::invalid(
                 "expiresInDays",
@@ -292,7 +290,11 @@ pub async fn revoke(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
         .next()
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or(Error::NotFound)?;
-    if !app.store.revoke_api_key(user.tenant_id, user.id, id).await? {
+    if !app
+        .store
+        .revoke_api_key(user.tenant_id, user.id, id)
+        .await?
+    {
         return Err(Error::NotFound);
     }
     app.api_keys.evict_key(id);

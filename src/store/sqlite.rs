@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use uuid::Uuid;
 
+use super::{ApiKey, ApiKeyWithOwner, NewApiKey};
 use super::{
     AuditEvent, BUILT_IN_ROLES, NewSession, NewUser, ProfileUpdate, RefreshOutcome, Session,
     SigningKeyRecord, Store, StoreError, StoreResult, Tenant, User, UserStatus, now,
 };
-use super::{ApiKey, ApiKeyWithOwner, NewApiKey};
 
 /// Embedded migrations, applied in order once each.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -867,8 +867,7 @@ impl Store for SqliteStore {
                     )
                     .map_err(map_err)?;
                 for (id, at) in &uses {
-                    stmt.execute(params![id.to_string(), at])
-                        .map_err(map_err)?;
+                    stmt.execute(params![id.to_string(), at]).map_err(map_err)?;
                 }
             }
             tx.commit().map_err(map_err)

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::KeyRing;
-use crate::config::{CredentialKind, Config};
+use crate::config::{Config, CredentialKind};
 use crate::error::Error;
 use crate::pipeline::Identity;
 
@@ -146,19 +146,14 @@ mod tests {
             expires_at: i64::MAX,
         };
         let assertions = Assertions::new(10);
-        let token = assertions
-            .for_identity(&ring, &config, &identity)
-            .unwrap();
+        let token = assertions.for_identity(&ring, &config, &identity).unwrap();
         assert_eq!(
-            assertions
-                .for_identity(&ring, &config, &identity)
-                .unwrap(),
+            assertions.for_identity(&ring, &config, &identity).unwrap(),
             token
         );
         let header = jsonwebtoken::decode_header(&*token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("JWT"));
-        let jwks: jsonwebtoken::jwk::JwkSet =
-            serde_json::from_slice(&ring.current().jwks).unwrap();
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&ring.current().jwks).unwrap();
         let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
         let mut validation = Validation::new(header.alg);
         validation.set_audience(&["orders-api"]);

@@ -237,7 +237,11 @@ mod tests {
         assert!(effective_permissions(Some(&[]), &owner).is_empty());
     }
 
-    fn found(status: UserStatus, expires_at: Option<i64>, revoked_at: Option<i64>) -> ApiKeyWithOwner {
+    fn found(
+        status: UserStatus,
+        expires_at: Option<i64>,
+        revoked_at: Option<i64>,
+    ) -> ApiKeyWithOwner {
         let tenant = Uuid::now_v7();
         let owner = User {
             id: Uuid::now_v7(),
@@ -390,12 +394,18 @@ mod tests {
         auth.authenticate_at(&store, key, at).await.unwrap();
         auth.authenticate_at(&store, key, at + 1).await.unwrap();
         assert_eq!(auth.pending_use(k.id), Some(at + 1));
-        let listed = store.api_keys_of_user(k.tenant_id, k.user_id).await.unwrap();
+        let listed = store
+            .api_keys_of_user(k.tenant_id, k.user_id)
+            .await
+            .unwrap();
         assert_eq!(listed[0].last_used_at, None, "no store write per request");
         assert_eq!(auth.flush_use(&store).await.unwrap(), 1);
         assert_eq!(auth.pending_use(k.id), None);
         assert_eq!(auth.flush_use(&store).await.unwrap(), 0);
-        let listed = store.api_keys_of_user(k.tenant_id, k.user_id).await.unwrap();
+        let listed = store
+            .api_keys_of_user(k.tenant_id, k.user_id)
+            .await
+            .unwrap();
         assert_eq!(listed[0].last_used_at, Some(at + 1));
     }
 }
