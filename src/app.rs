@@ -14,6 +14,8 @@ use crate::config::{Config, parse_cidr};
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::seal::SecretBox;
 use crate::notify::Webhook;
+use crate::pipeline::Identity;
+use crate::pipeline::authn::api_key::ApiKeyAuthenticator;
 use crate::pipeline::authn::jwt::JwtAuthenticator;
 use crate::pipeline::authz::RoutePolicies;
 use crate::pipeline::identity_headers::IdentityHeaderNames;
@@ -21,6 +23,7 @@ use crate::pipeline::otp::OtpStepUp;
 use crate::store::{self, Store};
 use crate::tenancy::TenantDirectory;
 use crate::tokens::KeyRing;
+use crate::tokens::assertion::Assertions;
 use crate::{auth, metrics};
 
 pub struct App {
@@ -44,6 +47,9 @@ pub struct App {
     pub webhook: Option<Webhook>,
     /// Also log notification tokens (`portcullis demo` only).
     pub log_tokens: bool,
+    pub api_keys: ApiKeyAuthenticator,
+    /// Signed `X-Auth-Assertion` values (when `proxy.identity_assertion`).
+    pub assertions: Assertions,
     /// Set once start-up finished; cleared again when draining.
     ready: AtomicBool,
     draining: AtomicBool,
@@ -79,7 +85,8 @@ impl App {
             return Err("the store holds encrypted TOTP secrets but secrets.encryption_key_file is not set; set it to the key they were sealed with".into());
         }
         let routes = RoutePolicies::compile(&config)?;
-        let identity_headers = IdentityHeaderNames::new(&config.proxy.identity_header_prefix)?;
+        let identity_headers = IdentityHeaderNames::new(&config.proxy.identity_header_prefix)?
+            .with_api_key_prefix(&config.api_keys.prefix);
         let trusted_proxies = config
             .proxy
             .trusted_proxies
@@ -109,6 +116,11 @@ impl App {
             routes,
             identity_headers,
             trusted_proxies,
+            api_keys: ApiKeyAuthenticator::new(
+                config.cache.max_entries,
+                Duration::from_secs(config.cache.ttl_seconds),
+            ),
+            assertions: Assertions::new(config.cache.max_entries),
             keys,
             store,
             config,
@@ -134,6 +146,17 @@ impl App {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The signed `X-Auth-Assertion` for `identity` when `proxy.identity_assertion`
+    /// is on; a signing failure is logged and the header left out.
+    pub fn identity_assertion(&self, identity: &Identity) -> Option<Arc<str>> {
+        if !self.config.proxy.identity_assertion {
+            return None;
+        }
+        self.assertions
+            .for_identity(&self.keys, &self.config, identity)
+            .ok()
     }
 
     /// Counts a request until the guard drops.

@@ -359,7 +359,7 @@ impl Default for PasswordsSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     Jwt,
@@ -553,6 +553,24 @@ impl Config {
         }
         if self.cache.ttl_seconds == 0 {
             return err("cache.ttl_seconds", "must be positive".into());
+        }
+        let key_prefix = &self.api_keys.prefix;
+        if key_prefix.is_empty()
+            || key_prefix.len() > 11
+            || !key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return err(
+                "api_keys.prefix",
+                format!("`{key_prefix}` must be 1-11 letters, digits, `_` or `-`"),
+            );
+        }
+        if self.proxy.identity_assertion && self.proxy.assertion_audience.trim().is_empty() {
+            return err(
+                "proxy.assertion_audience",
+                "must not be empty when identity_assertion is on".into(),
+            );
         }
         if self.passwords.queue_capacity == 0 {
             return err("passwords.queue_capacity", "must be positive".into());

@@ -39,6 +39,9 @@ pub enum Error {
     TokenExpired,
     #[error("token revoked")]
     TokenRevoked,
+    /// An API key that is unknown, revoked, expired, or whose owner is disabled.
+    #[error("invalid API key")]
+    InvalidApiKey,
     #[error("refresh token reused")]
     RefreshTokenReused,
     #[error("forbidden")]
@@ -100,7 +103,7 @@ impl Error {
         match self {
             InvalidRequest { .. } | WeakPassword(_) | TenantRequired => 400,
             InvalidCredentials | Unauthenticated | InvalidToken | TokenExpired | TokenRevoked
-            | RefreshTokenReused | InvalidMfaCode | OtpRequired | InvalidOtp => 401,
+            | RefreshTokenReused | InvalidMfaCode | OtpRequired | InvalidOtp | InvalidApiKey => 401,
             RegistrationClosed | AccountDisabled | AccountNotVerified | Forbidden
             | TenantMismatch | MfaNotEnrolled => 403,
             TenantNotFound | NotFound => 404,
@@ -132,6 +135,7 @@ impl Error {
             InvalidToken => "INVALID_TOKEN",
             TokenExpired => "TOKEN_EXPIRED",
             TokenRevoked => "TOKEN_REVOKED",
+            InvalidApiKey => "INVALID_API_KEY",
             RefreshTokenReused => "REFRESH_TOKEN_REUSED",
             Forbidden => "FORBIDDEN",
             InvalidMfaCode => "INVALID_MFA_CODE",
@@ -169,6 +173,7 @@ impl Error {
             InvalidToken => "Invalid token".into(),
             TokenExpired => "Token expired".into(),
             TokenRevoked => "Token revoked".into(),
+            InvalidApiKey => "Invalid API key".into(),
             RefreshTokenReused => {
                 "Refresh token was already used; the session has been revoked".into()
             }
@@ -198,7 +203,7 @@ impl Error {
         use Error::*;
         match self {
             Unauthenticated => vec![("www-authenticate", "Bearer".into())],
-            InvalidToken | TokenExpired | TokenRevoked => vec![(
+            InvalidToken | TokenExpired | TokenRevoked | InvalidApiKey => vec![(
                 "www-authenticate",
                 format!(
                     "Bearer error=\"invalid_token\", error_description=\"{}\"",
@@ -228,7 +233,9 @@ impl Error {
             error["details"] = json!({ "field": field, "reason": reason });
         }
         let mut response = HttpResponse::json(self.status(), &json!({ "error": error }));
-        response.headers.extend(self.headers());
+        response
+            .headers
+            .extend(self.headers().into_iter().map(|(k, v)| (k.into(), v)));
         response
     }
 }

@@ -2,6 +2,7 @@
 //! the parsed request a handler gets ([`AuthRequest`]) and the response it
 //! returns ([`HttpResponse`]). No pingora types here, so handlers test without a socket.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -36,7 +37,8 @@ impl AuthRequest {
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    /// Lower-case names; owned ones are names built from config (identity headers).
+    pub headers: Vec<(Cow<'static, str>, String)>,
     pub body: Bytes,
 }
 
@@ -46,7 +48,7 @@ impl HttpResponse {
         let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
         HttpResponse {
             status,
-            headers: vec![("content-type", "application/json".into())],
+            headers: vec![("content-type".into(), "application/json".into())],
             body: Bytes::from(body),
         }
     }
@@ -54,13 +56,17 @@ impl HttpResponse {
     pub fn text(status: u16, content_type: &str, body: impl Into<Bytes>) -> Self {
         HttpResponse {
             status,
-            headers: vec![("content-type", content_type.to_string())],
+            headers: vec![("content-type".into(), content_type.to_string())],
             body: body.into(),
         }
     }
 
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+    pub fn with_header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.headers.push((name.into(), value.into()));
         self
     }
 }

@@ -1,5 +1,5 @@
 //! Assembles the pingora server: the proxy service, the admin listener, the
-//! optional demo echo upstream and the key-reload task, with SPEC §1's
+//! optional demo echo upstream, the key-reload and API-key-use tasks, with SPEC §1's
 //! shutdown (SIGTERM: readiness 503, listeners close, in-flight requests
 //! finish within `server.grace_period_seconds`, exit 0).
 
@@ -16,6 +16,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::app::App;
 use crate::echo::EchoApp;
+use crate::pipeline::authn::api_key::USE_FLUSH_INTERVAL;
 use crate::proxy::Proxy;
 use crate::proxy::admin::AdminApp;
 
@@ -87,6 +88,10 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
     reload.threads = Some(1);
     server.add_service(reload);
 
+    let mut key_use = background_service("api-key-use", ApiKeyUseFlush { app: app.clone() });
+    key_use.threads = Some(1);
+    server.add_service(key_use);
+
     tracing::info!(
         proxy = %cfg.proxy.listen,
         admin = %cfg.admin.listen,
@@ -101,11 +106,16 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
 }
 
 fn close_store(app: &App) {
-    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        && let Err(e) = rt.block_on(app.store.close())
-    {
+    else {
+        return;
+    };
+    if let Err(e) = rt.block_on(app.api_keys.flush_use(app.store.as_ref())) {
+        tracing::warn!(error = %e, "writing API key last use");
+    }
+    if let Err(e) = rt.block_on(app.store.close()) {
         tracing::warn!(error = %e, "closing the store");
     }
 }
@@ -180,6 +190,33 @@ impl BackgroundService for KeyReload {
                 _ = tick.tick() => {
                     if let Err(e) = self.app.keys.reload().await {
                         tracing::warn!(error = %e, "reloading signing keys");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Writes the API keys' last use, noted in memory on the request path, once
+/// per [`USE_FLUSH_INTERVAL`] (and once more when the store closes): a key
+/// costs at most one store write a minute however busy it is, and
+/// `lastUsedAt` in the store lags by at most that (the list adds what this
+/// replica noted since). A crash loses at most one interval of last-use times.
+struct ApiKeyUseFlush {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for ApiKeyUseFlush {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(USE_FLUSH_INTERVAL);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.app.api_keys.flush_use(self.app.store.as_ref()).await {
+                        tracing::warn!(error = %e, "writing API key last use");
                     }
                 }
                 _ = shutdown.changed() => return,

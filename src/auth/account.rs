@@ -27,9 +27,9 @@ async fn current_user(app: &App, identity: &Identity) -> Result<User, Error> {
         .ok_or(Error::TokenRevoked)
 }
 
-/// `GET /auth/me`.
+/// `GET /auth/me` (a JWT or an API key).
 pub async fn get_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = authn::require(app, &req.headers).await?;
+    let identity = authn::require_any(app, &req.headers).await?;
     check_tenant(app, req, &identity).await?;
     let user = current_user(app, &identity).await?;
     Ok(HttpResponse::json(200, &UserView::from(&user)))

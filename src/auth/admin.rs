@@ -326,6 +326,9 @@ async fn patch_user(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespon
         })?;
     if status == Some(UserStatus::Disabled) && target.status != UserStatus::Disabled {
         cut_off(app, user.id, "user_disabled").await?;
+    } else if user.roles != target.roles {
+        // API keys take their permissions from the owner's roles on a cache miss
+        app.api_keys.evict_owner(user.id);
     }
     audit::record(
         app,

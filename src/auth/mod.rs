@@ -1,7 +1,8 @@
 //! The `/auth` routes the sidecar answers itself (SPEC §6): the router maps
-//! method + path to one handler in [`session`] or [`account`]; handlers are
-//! plain async functions from an [`AuthRequest`] to an [`HttpResponse`] or an
-//! [`Error`]. JSON bodies are parsed here, the user view lives in [`views`].
+//! method + path to one handler in [`session`], [`account`], [`api_keys`] or
+//! [`forward_auth`]; handlers are plain async functions from an [`AuthRequest`]
+//! to an [`HttpResponse`] or an [`Error`]. JSON bodies are parsed here, the
+//! user view lives in [`views`].
 
 use std::sync::Arc;
 
@@ -14,7 +15,9 @@ use crate::http_types::{AuthRequest, HttpResponse};
 
 pub mod account;
 pub mod admin;
+pub mod api_keys;
 pub mod audit;
+pub mod forward_auth;
 pub mod lockout;
 pub mod mfa;
 pub mod rate_limit;
@@ -41,11 +44,26 @@ enum Route {
     PasswordForgot,
     PasswordReset,
     InviteAccept,
+    ApiKeys,
+    /// `/api-keys/{id}`
+    ApiKey,
+    /// `/verify` (and `/verify/<path>` for Envoy's `path_prefix`)
+    Verify,
 }
 
 impl Route {
     fn find(path: &str) -> Option<Route> {
-        Some(match path.trim_end_matches('/') {
+        let path = path.trim_end_matches('/');
+        if path
+            .strip_prefix("/api-keys/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        {
+            return Some(Route::ApiKey);
+        }
+        if path.starts_with("/verify/") {
+            return Some(Route::Verify);
+        }
+        Some(match path {
             "/register" => Route::Register,
             "/login" => Route::Login,
             "/refresh" => Route::Refresh,
@@ -62,6 +80,8 @@ impl Route {
             "/password/forgot" => Route::PasswordForgot,
             "/password/reset" => Route::PasswordReset,
             "/invite/accept" => Route::InviteAccept,
+            "/api-keys" => Route::ApiKeys,
+            "/verify" => Route::Verify,
             _ => return None,
         })
     }
@@ -85,6 +105,9 @@ impl Route {
             Route::PasswordForgot => "auth_password_forgot",
             Route::PasswordReset => "auth_password_reset",
             Route::InviteAccept => "auth_invite_accept",
+            Route::ApiKeys => "auth_api_keys",
+            Route::ApiKey => "auth_api_key",
+            Route::Verify => "auth_verify",
         }
     }
 
@@ -106,6 +129,8 @@ impl Route {
     fn allow(self) -> &'static str {
         match self {
             Route::Me => "GET, PATCH",
+            Route::ApiKeys => "GET, POST",
+            Route::ApiKey => "DELETE",
             _ => "POST",
         }
     }
@@ -142,6 +167,10 @@ pub async fn handle(app: &Arc<App>, req: &AuthRequest) -> (HttpResponse, &'stati
         (Route::PasswordForgot, &Method::POST) => account::forgot_password(app, req).await,
         (Route::PasswordReset, &Method::POST) => account::reset_password(app, req).await,
         (Route::InviteAccept, &Method::POST) => account::accept_invite(app, req).await,
+        (Route::ApiKeys, &Method::POST) => api_keys::create(app, req).await,
+        (Route::ApiKeys, &Method::GET) => api_keys::list(app, req).await,
+        (Route::ApiKey, &Method::DELETE) => api_keys::revoke(app, req).await,
+        (Route::Verify, _) => forward_auth::verify(app, req).await,
         _ => Err(Error::MethodNotAllowed {
             allow: route.allow(),
         }),
@@ -249,5 +278,12 @@ mod tests {
         assert_eq!(Route::find("/login"), Some(Route::Login));
         assert_eq!(Route::find("/login/"), Some(Route::Login));
         assert_eq!(Route::find("/nope"), None);
+        assert_eq!(Route::find("/api-keys"), Some(Route::ApiKeys));
+        assert_eq!(Route::find("/api-keys/abc"), Some(Route::ApiKey));
+        assert_eq!(Route::find("/api-keys/abc/"), Some(Route::ApiKey));
+        assert_eq!(Route::find("/api-keys/a/b"), None);
+        assert_eq!(Route::find("/verify"), Some(Route::Verify));
+        assert_eq!(Route::find("/verify/api/x"), Some(Route::Verify));
+        assert_eq!(Route::find("/verifyx"), None);
     }
 }

@@ -2,7 +2,8 @@
 //! §8). Every incoming header under the identity prefix is removed (names
 //! compared case-insensitively, `_` as `-`), the credential's identity
 //! headers are set, `X-Request-Id` and `X-Forwarded-*` are written, and
-//! credentials that belong to the sidecar (API keys) never leave it.
+//! credentials that belong to the sidecar (API keys, in `X-API-Key` or as a
+//! prefixed bearer token) never leave it. `/auth/verify` answers [`identity_values`].
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -22,6 +23,9 @@ pub struct IdentityHeaderNames {
     session_id: HeaderName,
     key_id: HeaderName,
     mfa: HeaderName,
+    assertion: HeaderName,
+    /// Bearer tokens with this prefix are API keys (`api_keys.prefix`).
+    api_key_prefix: String,
 }
 
 impl IdentityHeaderNames {
@@ -41,7 +45,15 @@ impl IdentityHeaderNames {
             session_id: name("Session-Id")?,
             key_id: name("Key-Id")?,
             mfa: name("MFA")?,
+            assertion: name("Assertion")?,
+            api_key_prefix: String::new(),
         })
+    }
+
+    /// Bearer tokens starting with `prefix` are API keys: they never go upstream.
+    pub fn with_api_key_prefix(mut self, prefix: &str) -> Self {
+        self.api_key_prefix = prefix.to_string();
+        self
     }
 
     /// Whether an incoming header name falls under the identity prefix.
@@ -68,11 +80,46 @@ fn value(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(s).ok()
 }
 
+/// The identity headers of SPEC §8 for a verified credential, with the
+/// signed assertion when there is one.
+pub fn identity_values(
+    names: &IdentityHeaderNames,
+    id: &Identity,
+    assertion: Option<&str>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(10);
+    let mut set = |name: &HeaderName, v: &str| {
+        if let Some(v) = value(v) {
+            out.push((name.clone(), v));
+        }
+    };
+    set(&names.user_id, &id.user_id.to_string());
+    set(&names.tenant_id, &id.tenant_id.to_string());
+    set(&names.email, &id.email);
+    set(&names.roles, &id.roles.join(","));
+    set(&names.permissions, &id.permissions.join(","));
+    set(&names.method, id.method.as_str());
+    if let Some(sid) = id.session_id {
+        set(&names.session_id, &sid.to_string());
+    }
+    if let Some(kid) = id.key_id {
+        set(&names.key_id, &kid.to_string());
+    }
+    if id.mfa {
+        set(&names.mfa, "true");
+    }
+    if let Some(token) = assertion {
+        set(&names.assertion, token);
+    }
+    out
+}
+
 pub fn upstream_edits(
     names: &IdentityHeaderNames,
     cfg: &ProxySection,
     incoming: &HeaderMap,
     identity: Option<&Identity>,
+    assertion: Option<&str>,
     request_id: &str,
     client: &ClientInfo,
 ) -> UpstreamEdits {
@@ -82,31 +129,17 @@ pub fn upstream_edits(
             edits.remove.push(name.clone());
         }
     }
-    edits.remove.push(HeaderName::from_static("x-api-key"));
-    if !cfg.forward_authorization {
+    edits
+        .remove
+        .push(HeaderName::from_static(super::authn::API_KEY_HEADER));
+    let bearer_api_key = !names.api_key_prefix.is_empty()
+        && super::authn::bearer_token(incoming)
+            .is_some_and(|t| t.starts_with(names.api_key_prefix.as_str()));
+    if !cfg.forward_authorization || bearer_api_key {
         edits.remove.push(http::header::AUTHORIZATION);
     }
     if let Some(id) = identity {
-        let mut set = |name: &HeaderName, v: &str| {
-            if let Some(v) = value(v) {
-                edits.insert.push((name.clone(), v));
-            }
-        };
-        set(&names.user_id, &id.user_id.to_string());
-        set(&names.tenant_id, &id.tenant_id.to_string());
-        set(&names.email, &id.email);
-        set(&names.roles, &id.roles.join(","));
-        set(&names.permissions, &id.permissions.join(","));
-        set(&names.method, id.method.as_str());
-        if let Some(sid) = id.session_id {
-            set(&names.session_id, &sid.to_string());
-        }
-        if let Some(kid) = id.key_id {
-            set(&names.key_id, &kid.to_string());
-        }
-        if id.mfa {
-            set(&names.mfa, "true");
-        }
+        edits.insert.extend(identity_values(names, id, assertion));
     }
     if let Some(v) = value(request_id) {
         edits
@@ -183,6 +216,7 @@ mod tests {
             &ProxySection::default(),
             &incoming(),
             None,
+            None,
             "r1",
             &client(false),
         );
@@ -226,6 +260,7 @@ mod tests {
             &ProxySection::default(),
             &incoming(),
             Some(&id),
+            None,
             "r1",
             &client(true),
         );
@@ -240,5 +275,69 @@ mod tests {
         assert!(get("x-auth-mfa").is_none());
         assert!(get("x-auth-key-id").is_none());
         assert_eq!(get("x-forwarded-for").unwrap(), "6.6.6.6, 127.0.0.1");
+    }
+
+    #[test]
+    fn api_keys_never_go_upstream_and_their_identity_carries_the_key_id() {
+        let names = IdentityHeaderNames::new("X-Auth-")
+            .unwrap()
+            .with_api_key_prefix("sk_live_");
+        let mut h = incoming();
+        h.insert(
+            http::header::AUTHORIZATION,
+            "Bearer sk_live_secret".parse().unwrap(),
+        );
+        let kid = uuid::Uuid::now_v7();
+        let id = Identity {
+            user_id: uuid::Uuid::nil(),
+            tenant_id: uuid::Uuid::nil(),
+            email: "a@example.com".into(),
+            roles: vec!["member".into()],
+            permissions: vec!["profile:read".into()],
+            method: CredentialKind::ApiKey,
+            session_id: None,
+            key_id: Some(kid),
+            mfa: false,
+            expires_at: i64::MAX,
+        };
+        // forward_authorization = true (the default) does not forward a key
+        let e = upstream_edits(
+            &names,
+            &ProxySection::default(),
+            &h,
+            Some(&id),
+            Some("a.b.c"),
+            "r1",
+            &client(false),
+        );
+        assert!(e.remove.contains(&http::header::AUTHORIZATION));
+        assert!(e.remove.iter().any(|n| n == "x-api-key"));
+        let get = |n: &str| {
+            e.insert
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(get("x-auth-method").unwrap(), "api_key");
+        assert_eq!(get("x-auth-key-id").unwrap(), kid.to_string());
+        assert_eq!(get("x-auth-assertion").unwrap(), "a.b.c");
+        assert!(get("x-auth-session-id").is_none());
+        assert!(
+            !e.insert
+                .iter()
+                .any(|(_, v)| v.to_str().unwrap().contains("sk_live_"))
+        );
+        // a JWT bearer is still forwarded
+        h.insert(http::header::AUTHORIZATION, "Bearer a.b.c".parse().unwrap());
+        let e = upstream_edits(
+            &names,
+            &ProxySection::default(),
+            &h,
+            None,
+            None,
+            "r1",
+            &client(false),
+        );
+        assert!(!e.remove.contains(&http::header::AUTHORIZATION));
     }
 }

@@ -21,7 +21,7 @@ pub mod otp;
 pub mod path;
 
 /// Who a verified credential speaks for; cached, so shared behind an `Arc`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub user_id: Uuid,
     pub tenant_id: Uuid,
@@ -47,7 +47,7 @@ pub async fn check(
     policy: &authz::RoutePolicy,
     headers: &HeaderMap,
 ) -> Result<Option<Arc<Identity>>, Error> {
-    let presented = authn::presented(headers);
+    let presented = authn::presented(headers, &app.config.api_keys.prefix);
     let credential = presented.label();
     let decide = |outcome: &str| {
         metrics::AUTH_DECISIONS

@@ -8,7 +8,7 @@
 //!        │                                 ├─ /.well-known/jwks → respond
 //!        │                                 └─ else: route policy → pipeline::check (401/403 → respond)
 //!  upstream_peer ────────── the prebuilt peer (resolved once at start)
-//!  upstream_request_filter ─ identity_headers::upstream_edits (strip, set, X-Forwarded-*)
+//!  upstream_request_filter ─ identity_headers::upstream_edits (strip, set, assertion, X-Forwarded-*)
 //!  upstream_response_filter  upstream latency
 //!  response_filter ──────── X-Request-Id on the answer
 //!  fail_to_proxy ────────── 502 UPSTREAM_UNAVAILABLE / 504 UPSTREAM_TIMEOUT as JSON
@@ -198,11 +198,16 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let assertion = ctx
+            .identity
+            .as_deref()
+            .and_then(|id| self.app.identity_assertion(id));
         let edits = identity_headers::upstream_edits(
             &self.app.identity_headers,
             &self.app.config.proxy,
             &session.req_header().headers,
             ctx.identity.as_deref(),
+            assertion.as_deref(),
             &ctx.request_id,
             &ctx.client,
         );

@@ -2,6 +2,8 @@
 //! response the sidecar answers itself, reads `/auth` bodies within their
 //! size limit, and serves the JWKS.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -19,7 +21,10 @@ pub async fn write(
 ) -> Result<()> {
     let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 3))?;
     for (name, value) in response.headers {
-        header.insert_header(name, value)?;
+        match name {
+            Cow::Borrowed(name) => header.insert_header(name, value)?,
+            Cow::Owned(name) => header.insert_header(name, value)?,
+        };
     }
     header.insert_header("content-length", response.body.len().to_string())?;
     header.insert_header("x-request-id", ctx.request_id.as_str())?;

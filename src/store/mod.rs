@@ -431,6 +431,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<OneTimeToken>>;
     /// Uses the token up; false if it was already used.
     async fn consume_one_time_token(&self, hash: &str, at: i64) -> StoreResult<bool>;
+    // api keys
+    /// Stores a new key (its hash only); `Conflict` if the hash exists.
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
+    /// The user's keys that are not revoked, newest first (expired ones included).
+    async fn api_keys_of_user(&self, tenant_id: Uuid, user_id: Uuid) -> StoreResult<Vec<ApiKey>>;
+    /// The key with this hash, revoked or not, with its owner resolved.
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKeyWithOwner>>;
+    /// Revokes the key `id` of this owner; false when it is unknown, another
+    /// user's, or already revoked.
+    async fn revoke_api_key(&self, tenant_id: Uuid, user_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    /// Records when keys were last used (`(key id, unix seconds)`), in one
+    /// write; a time never moves backwards.
+    async fn record_api_key_use(&self, uses: Vec<(Uuid, i64)>) -> StoreResult<()>;
 }
 
 /// Opens (creating and migrating when needed) the store `database.url` names.
@@ -454,4 +467,46 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+// api keys
+
+/// An API key as stored: everything but the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    /// The first 12 characters of the key.
+    pub key_prefix: String,
+    /// `None`: the key carries its owner's permissions.
+    pub scopes: Option<Vec<String>>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub key_prefix: String,
+    /// SHA-256 of the key ([`crate::crypto::token_hash`]).
+    pub key_hash: String,
+    pub scopes: Option<Vec<String>>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// A key found by its hash, with the owner it speaks for.
+#[derive(Debug, Clone)]
+pub struct ApiKeyWithOwner {
+    pub key: ApiKey,
+    pub owner: User,
 }

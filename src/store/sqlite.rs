@@ -15,10 +15,12 @@ use super::{
     NewUser, OneTimeKind, OneTimeToken, ProfileUpdate, RefreshOutcome, Role, Session,
     SigningKeyRecord, Store, StoreError, StoreResult, Tenant, User, UserQuery, UserStatus, now,
 };
+use super::{ApiKey, ApiKeyWithOwner, NewApiKey};
 
 /// Embedded migrations, applied in order once each.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
+    (2, include_str!("migrations/sqlite/0002_api_keys.sql")),
     (3, include_str!("migrations/sqlite/0003_mfa_lockout.sql")),
     (4, include_str!("migrations/sqlite/0004_accounts.sql")),
 ];
@@ -1356,6 +1358,131 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    // api keys
+
+    async fn create_api_key(&self, k: NewApiKey) -> StoreResult<ApiKey> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO api_keys (id, tenant_id, user_id, name, description, key_prefix,
+                                       key_hash, scopes, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    k.id.to_string(),
+                    k.tenant_id.to_string(),
+                    k.user_id.to_string(),
+                    k.name,
+                    k.description,
+                    k.key_prefix,
+                    k.key_hash,
+                    k.scopes.as_deref().map(to_json_list),
+                    k.created_at,
+                    k.expires_at
+                ],
+            )
+            .map_err(map_err)?;
+            Ok(ApiKey {
+                id: k.id,
+                tenant_id: k.tenant_id,
+                user_id: k.user_id,
+                name: k.name,
+                description: k.description,
+                key_prefix: k.key_prefix,
+                scopes: k.scopes,
+                created_at: k.created_at,
+                expires_at: k.expires_at,
+                revoked_at: None,
+                last_used_at: None,
+            })
+        })
+        .await
+    }
+
+    async fn api_keys_of_user(&self, tenant_id: Uuid, user_id: Uuid) -> StoreResult<Vec<ApiKey>> {
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys k
+                      WHERE k.tenant_id = ?1 AND k.user_id = ?2 AND k.revoked_at IS NULL
+                      ORDER BY k.created_at DESC, k.rowid DESC"
+                ))
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(
+                    params![tenant_id.to_string(), user_id.to_string()],
+                    api_key_from_row,
+                )
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKeyWithOwner>> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            let key = c
+                .query_row(
+                    &format!("SELECT {API_KEY_COLUMNS} FROM api_keys k WHERE k.key_hash = ?1"),
+                    [hash],
+                    api_key_from_row,
+                )
+                .optional()
+                .map_err(map_err)?;
+            let Some(key) = key else {
+                return Ok(None);
+            };
+            let owner = user_where(
+                c,
+                "id = ?1 AND tenant_id = ?2",
+                &[&key.user_id.to_string(), &key.tenant_id.to_string()],
+            )
+            .map_err(map_err)?;
+            Ok(owner.map(|owner| ApiKeyWithOwner { key, owner }))
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, tenant_id: Uuid, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        self.call(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE api_keys SET revoked_at = ?4
+                      WHERE id = ?1 AND tenant_id = ?2 AND user_id = ?3 AND revoked_at IS NULL",
+                    params![
+                        id.to_string(),
+                        tenant_id.to_string(),
+                        user_id.to_string(),
+                        now()
+                    ],
+                )
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn record_api_key_use(&self, uses: Vec<(Uuid, i64)>) -> StoreResult<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        self.call(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE api_keys SET last_used_at = ?2
+                          WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                    )
+                    .map_err(map_err)?;
+                for (id, at) in &uses {
+                    stmt.execute(params![id.to_string(), at]).map_err(map_err)?;
+                }
+            }
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
 }
 
 fn insert_backup_codes(tx: &Connection, user_id: &str, hashes: &[String]) -> StoreResult<()> {
@@ -1369,6 +1496,27 @@ fn insert_backup_codes(tx: &Connection, user_id: &str, hashes: &[String]) -> Sto
         .map_err(map_err)?;
     }
     Ok(())
+}
+
+// api keys
+
+const API_KEY_COLUMNS: &str = "k.id, k.tenant_id, k.user_id, k.name, k.description, \
+     k.key_prefix, k.scopes, k.created_at, k.expires_at, k.revoked_at, k.last_used_at";
+
+fn api_key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: parse_uuid(&r.get::<_, String>(0)?)?,
+        tenant_id: parse_uuid(&r.get::<_, String>(1)?)?,
+        user_id: parse_uuid(&r.get::<_, String>(2)?)?,
+        name: r.get(3)?,
+        description: r.get(4)?,
+        key_prefix: r.get(5)?,
+        scopes: r.get::<_, Option<String>>(6)?.as_deref().map(json_list),
+        created_at: r.get(7)?,
+        expires_at: r.get(8)?,
+        revoked_at: r.get(9)?,
+        last_used_at: r.get(10)?,
+    })
 }
 
 #[cfg(test)]
@@ -1499,5 +1647,113 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    // api keys
+
+    fn new_key(tenant: Uuid, user: Uuid, hash: &str, expires_at: Option<i64>) -> NewApiKey {
+        NewApiKey {
+            id: Uuid::now_v7(),
+            tenant_id: tenant,
+            user_id: user,
+            name: "ci".into(),
+            description: None,
+            key_prefix: "sk_live_abcd".into(),
+            key_hash: hash.into(),
+            scopes: Some(vec!["profile:read".into()]),
+            created_at: now(),
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn api_keys_are_found_by_hash_listed_per_owner_and_revoked_by_their_owner_only() {
+        let (_d, s) = store().await;
+        let t = s.ensure_tenant("default").await.unwrap();
+        let owner = s
+            .create_user(new_user(t.id, "a@example.com"))
+            .await
+            .unwrap();
+        let other = s
+            .create_user(new_user(t.id, "b@example.com"))
+            .await
+            .unwrap();
+        let k = s
+            .create_api_key(new_key(t.id, owner.id, "h1", None))
+            .await
+            .unwrap();
+        let mut unscoped = new_key(t.id, owner.id, "h2", Some(now() - 10));
+        unscoped.scopes = None;
+        s.create_api_key(unscoped).await.unwrap();
+        assert!(matches!(
+            s.create_api_key(new_key(t.id, owner.id, "h1", None)).await,
+            Err(StoreError::Conflict(_))
+        ));
+
+        let found = s.api_key_by_hash("h1").await.unwrap().unwrap();
+        assert_eq!(found.key, k);
+        assert_eq!(found.owner.id, owner.id);
+        assert_eq!(found.owner.roles, vec!["member"]);
+        let expired = s.api_key_by_hash("h2").await.unwrap().unwrap();
+        assert_eq!(expired.key.scopes, None);
+        assert!(expired.key.expires_at.unwrap() < now());
+        assert!(s.api_key_by_hash("nope").await.unwrap().is_none());
+
+        assert_eq!(s.api_keys_of_user(t.id, owner.id).await.unwrap().len(), 2);
+        assert!(s.api_keys_of_user(t.id, other.id).await.unwrap().is_empty());
+        assert!(!s.revoke_api_key(t.id, other.id, k.id).await.unwrap());
+        assert!(s.revoke_api_key(t.id, owner.id, k.id).await.unwrap());
+        assert!(!s.revoke_api_key(t.id, owner.id, k.id).await.unwrap());
+        let listed = s.api_keys_of_user(t.id, owner.id).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_ne!(listed[0].id, k.id);
+        // a revoked key is still found, so the authenticator can refuse it
+        let revoked = s.api_key_by_hash("h1").await.unwrap().unwrap();
+        assert!(revoked.key.revoked_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn api_key_use_is_recorded_in_batches_and_never_moves_back() {
+        let (_d, s) = store().await;
+        let t = s.ensure_tenant("default").await.unwrap();
+        let u = s
+            .create_user(new_user(t.id, "a@example.com"))
+            .await
+            .unwrap();
+        let k = s
+            .create_api_key(new_key(t.id, u.id, "h1", None))
+            .await
+            .unwrap();
+        s.record_api_key_use(vec![(k.id, 1000), (Uuid::now_v7(), 5)])
+            .await
+            .unwrap();
+        s.record_api_key_use(vec![(k.id, 900)]).await.unwrap();
+        let found = s.api_key_by_hash("h1").await.unwrap().unwrap();
+        assert_eq!(found.key.last_used_at, Some(1000));
+    }
+
+    #[tokio::test]
+    async fn a_disabled_owner_shows_on_the_key_and_a_deleted_owner_takes_its_keys() {
+        let (_d, s) = store().await;
+        let t = s.ensure_tenant("default").await.unwrap();
+        let u = s
+            .create_user(new_user(t.id, "a@example.com"))
+            .await
+            .unwrap();
+        s.create_api_key(new_key(t.id, u.id, "h1", None))
+            .await
+            .unwrap();
+        let id = u.id.to_string();
+        let set = |sql: &'static str| {
+            let id = id.clone();
+            s.call(move |c| c.execute(sql, [id]).map(|_| ()).map_err(map_err))
+        };
+        set("UPDATE users SET status = 'disabled' WHERE id = ?1")
+            .await
+            .unwrap();
+        let found = s.api_key_by_hash("h1").await.unwrap().unwrap();
+        assert_eq!(found.owner.status, UserStatus::Disabled);
+        set("DELETE FROM users WHERE id = ?1").await.unwrap();
+        assert!(s.api_key_by_hash("h1").await.unwrap().is_none());
     }
 }

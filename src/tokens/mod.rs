@@ -13,6 +13,7 @@ use crate::config::JwtSection;
 use crate::error::Error;
 use crate::store::User;
 
+pub mod assertion;
 pub mod keys;
 
 pub use keys::KeyRing;

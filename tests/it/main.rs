@@ -11,7 +11,9 @@
 
 mod harness;
 
+mod api_keys;
 mod cli;
+mod nginx_forward_auth;
 mod proxy;
 mod register_login;
 mod service;

@@ -1,4 +1,5 @@
-//! Authenticators: find the credential a request presents and verify it.
+//! Authenticators: find the credential a request presents (a JWT, or an API
+//! key in `X-API-Key` / `Authorization: Bearer <key prefix>…`) and verify it.
 //! "Nothing presented" is its own outcome (`Ok(None)`), distinct from a
 //! presented credential that is bad (`Err`), as in Oathkeeper.
 
@@ -8,16 +9,23 @@ use http::HeaderMap;
 
 use super::Identity;
 use crate::app::App;
+use crate::config::CredentialKind;
 use crate::error::Error;
 
+pub mod api_key;
 pub mod jwt;
+
+/// The header an API key may come in (the other way is `Authorization: Bearer`).
+pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// The credential a request carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presented<'a> {
     Nothing,
-    /// `Authorization: Bearer <token>`.
+    /// `Authorization: Bearer <token>` that is not an API key.
     Bearer(&'a str),
+    /// `X-API-Key: <key>`, or `Authorization: Bearer <key>` with the API key prefix.
+    ApiKey(&'a str),
 }
 
 impl Presented<'_> {
@@ -26,6 +34,7 @@ impl Presented<'_> {
         match self {
             Presented::Nothing => "none",
             Presented::Bearer(_) => "jwt",
+            Presented::ApiKey(_) => "api_key",
         }
     }
 }
@@ -41,9 +50,22 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-pub fn presented(headers: &HeaderMap) -> Presented<'_> {
-    match bearer_token(headers) {
-        Some(token) => Presented::Bearer(token),
+/// What the request presents; `Authorization` wins over `X-API-Key`. A bearer
+/// token that starts with `api_key_prefix` (`api_keys.prefix`) is an API key.
+pub fn presented<'h>(headers: &'h HeaderMap, api_key_prefix: &str) -> Presented<'h> {
+    if let Some(token) = bearer_token(headers) {
+        if !api_key_prefix.is_empty() && token.starts_with(api_key_prefix) {
+            return Presented::ApiKey(token);
+        }
+        return Presented::Bearer(token);
+    }
+    match headers
+        .get(API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        Some(key) => Presented::ApiKey(key),
         None => Presented::Nothing,
     }
 }
@@ -56,12 +78,28 @@ pub async fn authenticate(
     match presented {
         Presented::Nothing => Ok(None),
         Presented::Bearer(token) => app.jwt.authenticate(app, token).await.map(Some),
+        Presented::ApiKey(key) => app
+            .api_keys
+            .authenticate(app.store.as_ref(), key)
+            .await
+            .map(Some),
     }
 }
 
-/// The identity a request must have (Bearer `/auth` routes): 401 `UNAUTHENTICATED` without one.
+/// The JWT session a Bearer `/auth` route needs: 401 `UNAUTHENTICATED` without
+/// a credential, 401 for a bad one, 403 `FORBIDDEN` for a valid API key
+/// (keys cannot manage keys, passwords, sessions or MFA; SPEC §14).
 pub async fn require(app: &App, headers: &HeaderMap) -> Result<Arc<Identity>, Error> {
-    authenticate(app, &presented(headers))
+    let identity = require_any(app, headers).await?;
+    if identity.method != CredentialKind::Jwt {
+        return Err(Error::Forbidden);
+    }
+    Ok(identity)
+}
+
+/// Any valid credential, JWT or API key (`GET /auth/me`).
+pub async fn require_any(app: &App, headers: &HeaderMap) -> Result<Arc<Identity>, Error> {
+    authenticate(app, &presented(headers, &app.config.api_keys.prefix))
         .await?
         .ok_or(Error::Unauthenticated)
 }
@@ -76,12 +114,38 @@ mod tests {
         h
     }
 
+    const P: &str = "sk_live_";
+
     #[test]
     fn bearer_extraction() {
-        assert_eq!(presented(&auth("Bearer abc")), Presented::Bearer("abc"));
-        assert_eq!(presented(&auth("bearer  abc ")), Presented::Bearer("abc"));
-        assert_eq!(presented(&auth("Basic dXNlcjpwdw==")), Presented::Nothing);
-        assert_eq!(presented(&auth("Bearer")), Presented::Nothing);
-        assert_eq!(presented(&HeaderMap::new()), Presented::Nothing);
+        assert_eq!(presented(&auth("Bearer abc"), P), Presented::Bearer("abc"));
+        assert_eq!(
+            presented(&auth("bearer  abc "), P),
+            Presented::Bearer("abc")
+        );
+        assert_eq!(
+            presented(&auth("Basic dXNlcjpwdw=="), P),
+            Presented::Nothing
+        );
+        assert_eq!(presented(&auth("Bearer"), P), Presented::Nothing);
+        assert_eq!(presented(&HeaderMap::new(), P), Presented::Nothing);
+    }
+
+    #[test]
+    fn api_keys_come_from_x_api_key_or_a_prefixed_bearer() {
+        assert_eq!(
+            presented(&auth("Bearer sk_live_abc"), P),
+            Presented::ApiKey("sk_live_abc")
+        );
+        assert_eq!(presented(&auth("Bearer sk_live_abc"), P).label(), "api_key");
+        let mut h = HeaderMap::new();
+        h.insert(API_KEY_HEADER, " sk_live_xyz ".parse().unwrap());
+        assert_eq!(presented(&h, P), Presented::ApiKey("sk_live_xyz"));
+        // Authorization wins over X-API-Key
+        h.insert(http::header::AUTHORIZATION, "Bearer a.b.c".parse().unwrap());
+        assert_eq!(presented(&h, P), Presented::Bearer("a.b.c"));
+        let mut empty = HeaderMap::new();
+        empty.insert(API_KEY_HEADER, "".parse().unwrap());
+        assert_eq!(presented(&empty, P), Presented::Nothing);
     }
 }

@@ -1,0 +1,151 @@
+//! `GET /auth/verify`, the forward-auth endpoint (nginx `auth_request`, Traefik
+//! ForwardAuth, Envoy ext_authz over HTTP): the proxy path's pipeline applied
+//! to the request the caller describes, answered with 200 and the identity
+//! headers of SPEC §8, or with the 401/403 the proxy would have given.
+
+use http::Method;
+use serde_json::json;
+
+use crate::app::App;
+use crate::error::Error;
+use crate::http_types::{AuthRequest, HttpResponse};
+use crate::pipeline::{self, identity_headers, path};
+
+pub const FORWARDED_METHOD: &str = "x-forwarded-method";
+pub const FORWARDED_URI: &str = "x-forwarded-uri";
+pub const ORIGINAL_URI: &str = "x-original-uri";
+
+/// The method and normalised path of the request being asked about:
+/// `X-Forwarded-Method` (else this request's own method, as Envoy sends it)
+/// and `X-Forwarded-Uri` / `X-Original-URI` (else what follows `/verify`, as
+/// with Envoy's `path_prefix`, else `/`). The query never takes part.
+pub fn described_request(req: &AuthRequest) -> Result<(Method, String), Error> {
+    let method = match req.header(FORWARDED_METHOD).map(str::trim) {
+        Some(m) if !m.is_empty() => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::invalid("X-Forwarded-Method", "not an HTTP method"))?,
+        _ => req.method.clone(),
+    };
+    let target = req
+        .header(FORWARDED_URI)
+        .or_else(|| req.header(ORIGINAL_URI))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let raw_path = match target {
+        Some(t) => {
+            let uri = t
+                .parse::<http::Uri>()
+                .map_err(|_| Error::invalid("X-Forwarded-Uri", "not a request target"))?;
+            uri.path().to_string()
+        }
+        None => match req.path.trim_end_matches('/').strip_prefix("/verify") {
+            Some(rest) if rest.starts_with('/') => rest.to_string(),
+            _ => "/".to_string(),
+        },
+    };
+    let path = if raw_path.is_empty() {
+        "/".to_string()
+    } else {
+        path::normalize(&raw_path)?
+    };
+    Ok((method, path))
+}
+
+/// `GET /auth/verify` (any method is accepted: it describes, it does not act).
+pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let (method, path) = described_request(req)?;
+    let policy = app.routes.select(&method, &path);
+    let identity = pipeline::check(app, policy, &req.headers).await?;
+    let mut response = HttpResponse::json(
+        200,
+        &json!({ "authenticated": identity.is_some(), "route": &*policy.name }),
+    );
+    if let Some(id) = identity {
+        let assertion = app.identity_assertion(&id);
+        for (name, value) in
+            identity_headers::identity_values(&app.identity_headers, &id, assertion.as_deref())
+        {
+            response = response.with_header(
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()),
+            );
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: Method, path: &str, headers: &[(&str, &str)]) -> AuthRequest {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        AuthRequest {
+            method,
+            path: path.into(),
+            query: None,
+            headers: h,
+            body: bytes::Bytes::new(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            request_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn the_described_request_comes_from_the_forwarded_headers() {
+        let r = req(
+            Method::GET,
+            "/verify",
+            &[
+                ("x-forwarded-method", "post"),
+                ("x-forwarded-uri", "/payments/../payments/1?x=1"),
+            ],
+        );
+        assert_eq!(
+            described_request(&r).unwrap(),
+            (Method::POST, "/payments/1".to_string())
+        );
+        let r = req(Method::GET, "/verify", &[("x-original-uri", "/a//b?q")]);
+        assert_eq!(
+            described_request(&r).unwrap(),
+            (Method::GET, "/a/b".to_string())
+        );
+        let r = req(
+            Method::GET,
+            "/verify",
+            &[("x-forwarded-uri", "https://app.example.com/r/1?x")],
+        );
+        assert_eq!(described_request(&r).unwrap().1, "/r/1");
+    }
+
+    #[test]
+    fn without_forwarded_headers_the_request_itself_is_described() {
+        let r = req(Method::DELETE, "/verify/orders/7", &[]);
+        assert_eq!(
+            described_request(&r).unwrap(),
+            (Method::DELETE, "/orders/7".to_string())
+        );
+        let r = req(Method::GET, "/verify", &[]);
+        assert_eq!(described_request(&r).unwrap().1, "/");
+    }
+
+    #[test]
+    fn escaping_paths_and_bad_methods_are_400() {
+        for (k, v) in [
+            ("x-forwarded-uri", "/public/../../admin"),
+            ("x-forwarded-uri", "/a%2Fb"),
+            ("x-forwarded-method", "GE T"),
+        ] {
+            let r = req(Method::GET, "/verify", &[(k, v)]);
+            assert!(
+                matches!(described_request(&r), Err(Error::InvalidRequest { .. })),
+                "{k}: {v}"
+            );
+        }
+    }
+}
