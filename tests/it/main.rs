@@ -12,6 +12,7 @@
 mod harness;
 
 mod cli;
+mod mfa;
 mod proxy;
 mod register_login;
 mod service;
