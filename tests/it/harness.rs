@@ -1753,3 +1753,24 @@ impl<'a> Req<'a> {
         }
     }
 }
+
+// --------------------------------------------------------------------------
+// added for tests/it/mfa.rs: starts expected to fail, and unsetting a key
+// --------------------------------------------------------------------------
+
+impl Sidecar {
+    /// Starts the process on the current config and store WITHOUT waiting for
+    /// ready (for starts that are expected to fail); pair with `wait_exit`.
+    pub fn launch_no_wait(&mut self) {
+        self.spawn();
+    }
+
+    /// Removes `[section] key` from the config file, so that its default
+    /// applies at the next launch.
+    pub fn unset_config(&mut self, section: &str, key: &str) {
+        if let Some((_, entries)) = self.sections.iter_mut().find(|(s, _)| s == section) {
+            entries.retain(|(k, _)| k != key);
+        }
+        self.write_config();
+    }
+}
