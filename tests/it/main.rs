@@ -11,6 +11,8 @@
 
 mod harness;
 
+mod accounts;
+mod admin;
 mod cli;
 mod proxy;
 mod register_login;
