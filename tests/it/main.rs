@@ -11,6 +11,8 @@
 
 mod harness;
 
+mod accounts;
+mod admin;
 mod api_keys;
 mod cli;
 mod mfa;
