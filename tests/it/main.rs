@@ -12,7 +12,10 @@
 mod harness;
 
 mod api_keys;
+mod attacks;
 mod cli;
+mod durability;
+mod input;
 mod mfa;
 mod nginx_forward_auth;
 mod proxy;
