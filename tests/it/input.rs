@@ -521,3 +521,53 @@ fn unknown_email_and_wrong_password_logins_take_the_same_time() {
         "login timing reveals whether an email exists: wrong password median {k:?}, unknown email median {u:?}"
     );
 }
+
+#[test]
+fn oversized_and_malformed_credentials_are_401_not_5xx() {
+    let sc = Sidecar::start(Opts::new());
+    let long = "a".repeat(16 * 1024);
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("Authorization", format!("Bearer {long}"), "INVALID_TOKEN"),
+        (
+            "Authorization",
+            format!("Bearer {long}.{long}.{long}"),
+            "INVALID_TOKEN",
+        ),
+        ("Authorization", "Bearer ..".to_string(), "INVALID_TOKEN"),
+        (
+            "Authorization",
+            "Bearer e30.e30.".to_string(),
+            "INVALID_TOKEN",
+        ),
+        (
+            "Authorization",
+            format!(
+                "Bearer {}.{}.x",
+                b64url_encode(b"{\"alg\":\"EdDSA\",\"kid\":\"\\u0000\"}"),
+                b64url_encode(b"[]")
+            ),
+            "INVALID_TOKEN",
+        ),
+        (
+            "Authorization",
+            format!("Bearer sk_live_{long}"),
+            "INVALID_API_KEY",
+        ),
+        ("X-API-Key", long.clone(), "INVALID_API_KEY"),
+        (
+            "X-API-Key",
+            "sk_live_ !\"#$%&()*+,;<>".to_string(),
+            "INVALID_API_KEY",
+        ),
+    ];
+    for (name, value, code) in &cases {
+        let path = format!("/api/cred-{}", rand_hex(6));
+        let r = sc.req("GET", &path).header(name, value).send();
+        assert_error(&r, 401, code);
+        assert!(sc.echo.for_path(&path).is_empty());
+        let r = sc.req("GET", "/auth/me").header(name, value).send();
+        assert_eq!(r.status, 401, "{}", r.describe());
+        assert_error_shape(&r, 401);
+    }
+    assert_no_panic(&sc);
+}
