@@ -1,6 +1,6 @@
 //! Property tests (proptest) of the parsers that see attacker-controlled
 //! input, where cargo-fuzz cannot run in CI (it needs a nightly toolchain):
-//! the path normaliser, the credential extraction, the route matcher, the
+//! the path normaliser, the credential extraction, JWT verification, the route matcher, the
 //! config parser and the `/auth` JSON bodies. Each property runs a bounded
 //! number of cases (`PROPTEST_CASES`, default 1024 here) so the whole target
 //! stays well under a minute; any input that ever failed is kept below as a
@@ -256,11 +256,81 @@ proptest! {
     }
 
     #[test]
+    fn jwt_verification_never_panics_and_refuses_forgeries(token in prop_oneof![jwt_like(), ".{0,200}"]) {
+        let (rt, ring, config, _) = key_ring();
+        let got = rt.block_on(portcullis::tokens::verify(ring, &config.jwt, &token));
+        prop_assert!(
+            matches!(got, Err(portcullis::error::Error::InvalidToken)),
+            "{token:?} -> {got:?}"
+        );
+    }
+
+    #[test]
     fn auth_bodies_parse_or_are_400_invalid_request(body in json_like()) {
         check_body::<LoginLike>(body.clone());
         check_body::<KeyLike>(body.clone());
         check_body::<serde_json::Value>(body);
     }
+}
+
+/// A key ring over a throw-away store, built once for the JWT property.
+fn key_ring() -> &'static (
+    tokio::runtime::Runtime,
+    portcullis::tokens::KeyRing,
+    Config,
+    tempfile::TempDir,
+) {
+    static RING: std::sync::OnceLock<(
+        tokio::runtime::Runtime,
+        portcullis::tokens::KeyRing,
+        Config,
+        tempfile::TempDir,
+    )> = std::sync::OnceLock::new();
+    RING.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::default();
+        let ring = rt.block_on(async {
+            let store: std::sync::Arc<dyn portcullis::store::Store> = std::sync::Arc::new(
+                portcullis::store::sqlite::SqliteStore::open(&dir.path().join("fuzz.db"))
+                    .await
+                    .unwrap(),
+            );
+            portcullis::tokens::KeyRing::load(&config, store)
+                .await
+                .unwrap()
+        });
+        (rt, ring, config, dir)
+    })
+}
+
+/// Three base64url parts built from JSON-ish header and claims.
+fn jwt_like() -> impl Strategy<Value = String> {
+    let header = prop_oneof![
+        Just(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"k"}"#.to_string()),
+        Just(r#"{"alg":"none","typ":"at+jwt"}"#.to_string()),
+        Just(r#"{"alg":"HS256","typ":"at+jwt","kid":"k","jwk":{}}"#.to_string()),
+        Just(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"k","crit":["x"]}"#.to_string()),
+        ".{0,40}",
+    ];
+    (
+        header,
+        json_like(),
+        prop::collection::vec(any::<u8>(), 0..80),
+        0usize..4,
+    )
+        .prop_map(|(h, c, sig, dots)| {
+            use base64::Engine as _;
+            let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let mut t = format!("{}.{}.{}", b.encode(h), b.encode(c), b.encode(sig));
+            for _ in 0..dots {
+                t.push('.');
+            }
+            t
+        })
 }
 
 const ROUTES: &str = r#"
