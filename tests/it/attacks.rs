@@ -444,3 +444,73 @@ fn disabling_or_deleting_a_user_is_visible_on_the_proxy_path_at_once() {
     assert_error(&r, 401, "INVALID_API_KEY");
     assert!(sc.echo.for_path(&path).is_empty());
 }
+
+#[test]
+fn a_password_reset_revokes_every_session_at_once_and_its_token_works_once() {
+    let mut sc = Sidecar::new(Opts::new());
+    let hook = format!("http://{}/hook", sc.echo.address());
+    sc.set_config("notifications", "webhook_url", &toml_str(&hook));
+    sc.launch();
+    let user = sc.new_user();
+    let second = sc.relogin(&user);
+    assert_eq!(sc.get("/api/warm", Some(&user.access)).status, 200);
+    assert_eq!(sc.get("/api/warm", Some(&second.access)).status, 200);
+
+    let r = sc.post("/auth/password/forgot", None, &json!({"email": user.email}));
+    assert_eq!(r.status, 202, "{}", r.describe());
+    let rec = sc
+        .echo
+        .wait_for(
+            |r| r.path == "/hook" && r.body.contains("password.reset"),
+            std::time::Duration::from_secs(10),
+        )
+        .expect("no password.reset webhook");
+    let msg: Value = serde_json::from_str(&rec.body).unwrap();
+    let token = msg["token"].as_str().unwrap().to_string();
+
+    let new_password = strong_password();
+    let r = sc.post(
+        "/auth/password/reset",
+        None,
+        &json!({"token": token, "newPassword": new_password}),
+    );
+    assert_status(&r, 200);
+    for (i, access) in [&user.access, &second.access].into_iter().enumerate() {
+        assert_refused_with(
+            &sc,
+            access,
+            "TOKEN_REVOKED",
+            &format!("session {i} after reset"),
+        );
+    }
+    let r = sc.post(
+        "/auth/refresh",
+        None,
+        &json!({"refreshToken": user.refresh}),
+    );
+    assert_eq!(r.status, 401, "{}", r.describe());
+    // the token is single use
+    let r = sc.post(
+        "/auth/password/reset",
+        None,
+        &json!({"token": token, "newPassword": strong_password()}),
+    );
+    assert_error(&r, 401, "INVALID_TOKEN");
+    // the old password is dead, the new one works
+    assert_error(
+        &sc.login(&user.email, &user.password),
+        401,
+        "INVALID_CREDENTIALS",
+    );
+    assert_status(&sc.login(&user.email, &new_password), 200);
+    // a forgot for an unknown email answers the same and sends nothing
+    let before = sc.echo.for_path("/hook").len();
+    let r = sc.post(
+        "/auth/password/forgot",
+        None,
+        &json!({"email": unique_email("nobody")}),
+    );
+    assert_eq!(r.status, 202, "{}", r.describe());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(sc.echo.for_path("/hook").len(), before);
+}
