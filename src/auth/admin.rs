@@ -285,6 +285,8 @@ pub async fn cut_off(app: &App, user_id: Uuid, reason: &str) -> Result<(), Error
         .revoke_user_sessions(user_id, None, reason)
         .await?;
     app.jwt.revoke_sessions(&revoked);
+    // a cached API key of the user must not outlive the cut-off either
+    app.api_keys.evict_owner(user_id);
     app.otp.forget(user_id);
     Ok(())
 }
