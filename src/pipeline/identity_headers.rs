@@ -5,6 +5,8 @@
 //! credentials that belong to the sidecar (API keys, in `X-API-Key` or as a
 //! prefixed bearer token) never leave it. `/auth/verify` answers [`identity_values`].
 
+use std::sync::OnceLock;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Identity;
@@ -69,6 +71,43 @@ impl IdentityHeaderNames {
     }
 }
 
+/// The identity headers of one [`Identity`] (without the assertion), built
+/// on first use and kept inside the cached identity, so a cache hit sets
+/// them by cloning reference-counted values instead of formatting UUIDs and
+/// joining roles on every request. An identity is only ever rendered with
+/// the application's one [`IdentityHeaderNames`]. Ignored by `==` and
+/// `Hash`; a clone starts empty, so a changed copy (`mfa: true`) rebuilds.
+#[derive(Default)]
+pub struct Precomputed(OnceLock<Box<[(HeaderName, HeaderValue)]>>);
+
+impl Clone for Precomputed {
+    fn clone(&self) -> Self {
+        Precomputed::default()
+    }
+}
+
+impl PartialEq for Precomputed {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Precomputed {}
+
+impl std::hash::Hash for Precomputed {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl std::fmt::Debug for Precomputed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Precomputed(built)"
+        } else {
+            "Precomputed(empty)"
+        })
+    }
+}
+
 /// Header changes for the upstream request.
 #[derive(Debug, Default)]
 pub struct UpstreamEdits {
@@ -87,6 +126,31 @@ pub fn identity_values(
     id: &Identity,
     assertion: Option<&str>,
 ) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(11);
+    push_identity_values(names, id, assertion, &mut out);
+    out
+}
+
+fn push_identity_values(
+    names: &IdentityHeaderNames,
+    id: &Identity,
+    assertion: Option<&str>,
+    out: &mut Vec<(HeaderName, HeaderValue)>,
+) {
+    let built = id
+        .upstream_headers
+        .0
+        .get_or_init(|| build_identity_values(names, id));
+    out.extend(built.iter().cloned());
+    if let Some(v) = assertion.and_then(value) {
+        out.push((names.assertion.clone(), v));
+    }
+}
+
+fn build_identity_values(
+    names: &IdentityHeaderNames,
+    id: &Identity,
+) -> Box<[(HeaderName, HeaderValue)]> {
     let mut out = Vec::with_capacity(10);
     let mut set = |name: &HeaderName, v: &str| {
         if let Some(v) = value(v) {
@@ -108,10 +172,7 @@ pub fn identity_values(
     if id.mfa {
         set(&names.mfa, "true");
     }
-    if let Some(token) = assertion {
-        set(&names.assertion, token);
-    }
-    out
+    out.into_boxed_slice()
 }
 
 pub fn upstream_edits(
@@ -123,7 +184,10 @@ pub fn upstream_edits(
     request_id: &str,
     client: &ClientInfo,
 ) -> UpstreamEdits {
-    let mut edits = UpstreamEdits::default();
+    let mut edits = UpstreamEdits {
+        remove: Vec::with_capacity(4),
+        insert: Vec::with_capacity(16),
+    };
     for name in incoming.keys() {
         if names.is_identity_header(name.as_str()) {
             edits.remove.push(name.clone());
@@ -139,7 +203,7 @@ pub fn upstream_edits(
         edits.remove.push(http::header::AUTHORIZATION);
     }
     if let Some(id) = identity {
-        edits.insert.extend(identity_values(names, id, assertion));
+        push_identity_values(names, id, assertion, &mut edits.insert);
     }
     if let Some(v) = value(request_id) {
         edits
@@ -254,6 +318,7 @@ mod tests {
             key_id: None,
             mfa: false,
             expires_at: 0,
+            upstream_headers: Default::default(),
         };
         let e = upstream_edits(
             &names,
@@ -278,6 +343,47 @@ mod tests {
     }
 
     #[test]
+    fn precomputed_headers_follow_a_changed_copy() {
+        let names = IdentityHeaderNames::new("X-Auth-").unwrap();
+        let id = Identity {
+            user_id: uuid::Uuid::nil(),
+            tenant_id: uuid::Uuid::nil(),
+            email: "a@example.com".into(),
+            roles: vec!["member".into()],
+            permissions: vec![],
+            method: CredentialKind::Jwt,
+            session_id: None,
+            key_id: None,
+            mfa: false,
+            expires_at: 0,
+            upstream_headers: Default::default(),
+        };
+        let has_mfa = |v: &[(HeaderName, HeaderValue)]| v.iter().any(|(n, _)| n == "x-auth-mfa");
+        let first = identity_values(&names, &id, None);
+        assert_eq!(first, identity_values(&names, &id, None));
+        assert!(!has_mfa(&first));
+        let stepped_up = Identity {
+            mfa: true,
+            ..id.clone()
+        };
+        assert_eq!(
+            stepped_up,
+            Identity {
+                mfa: true,
+                ..id.clone()
+            }
+        );
+        assert!(has_mfa(&identity_values(&names, &stepped_up, None)));
+        let with_assertion = identity_values(&names, &id, Some("a.b.c"));
+        assert_eq!(with_assertion.len(), first.len() + 1);
+        assert!(
+            !identity_values(&names, &id, None)
+                .iter()
+                .any(|(n, _)| n == "x-auth-assertion")
+        );
+    }
+
+    #[test]
     fn api_keys_never_go_upstream_and_their_identity_carries_the_key_id() {
         let names = IdentityHeaderNames::new("X-Auth-")
             .unwrap()
@@ -299,6 +405,7 @@ mod tests {
             key_id: Some(kid),
             mfa: false,
             expires_at: i64::MAX,
+            upstream_headers: Default::default(),
         };
         // forward_authorization = true (the default) does not forward a key
         let e = upstream_edits(
