@@ -2,7 +2,7 @@
 # Side-by-side benchmark of portcullis against nginx (issue 8).
 #
 #   bench/run.sh                      # build must exist: cargo build --release
-#   ROUNDS=3 DURATION=5 CONNECTIONS=64 bench/run.sh
+#   ROUNDS=3 DURATION=5 CONNECTIONS=64 MEMORY=1 bench/run.sh
 #
 # Starts, on loopback, an nginx `return 200` upstream, an nginx proxy_pass
 # (upstream keep-alive), an nginx auth_request -> portcullis /auth/verify
@@ -257,6 +257,12 @@ for round in $(seq "$ROUNDS"); do
         fi
     done
 done
+MEMORY_ARGS=()
+if [ "${MEMORY:-1}" = 1 ]; then
+    echo "memory: 100,000 cached credentials"
+    PORTCULLIS_BIN="$BIN" bash "$BENCH_DIR/memory.sh" "$UP" "$TMP/memory" &&
+        MEMORY_ARGS=(--memory "$TMP/memory")
+fi
 ELAPSED=$(($(date +%s) - START))
 
 python3 "$BENCH_DIR/report.py" "$RESULTS" "$OUT" \
@@ -264,4 +270,4 @@ python3 "$BENCH_DIR/report.py" "$RESULTS" "$OUT" \
     --login-connections "$LOGIN_CONNECTIONS" --miss-tokens "$MISS_TOKENS" --elapsed "$ELAPSED" \
     --miss-permille "$(paste -sd, "$TMP/miss_permille")" \
     --nginx "$("$NGINX" -v 2>&1 | sed 's/.*: //')" --wrk "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')" \
-    --profile "$BENCH_DIR/PROFILE.md"
+    --profile "$BENCH_DIR/PROFILE.md" "${MEMORY_ARGS[@]}"
