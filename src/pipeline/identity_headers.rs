@@ -7,6 +7,7 @@
 
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Identity;
@@ -71,14 +72,50 @@ impl IdentityHeaderNames {
     }
 }
 
-/// The identity headers of one [`Identity`] (without the assertion), built
-/// on first use and kept inside the cached identity, so a cache hit sets
-/// them by cloning reference-counted values instead of formatting UUIDs and
-/// joining roles on every request. An identity is only ever rendered with
+/// The identity header values of one [`Identity`] (without the assertion),
+/// rendered on first use into one buffer kept inside the cached identity, so
+/// a cache hit makes each value as a reference-counted slice of it instead
+/// of formatting UUIDs and joining roles (one allocation per identity, not
+/// one per header: the cache holds up to `cache.max_entries` of them). An identity is only ever rendered with
 /// the application's one [`IdentityHeaderNames`]. Ignored by `==` and
 /// `Hash`; a clone starts empty, so a changed copy (`mfa: true`) rebuilds.
 #[derive(Default)]
-pub struct Precomputed(OnceLock<Box<[(HeaderName, HeaderValue)]>>);
+pub struct Precomputed(OnceLock<Rendered>);
+
+struct Rendered {
+    buf: Bytes,
+    /// (header, start, end) of each value in `buf`.
+    spans: Box<[(Field, u32, u32)]>,
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    UserId,
+    TenantId,
+    Email,
+    Roles,
+    Permissions,
+    Method,
+    SessionId,
+    KeyId,
+    Mfa,
+}
+
+impl IdentityHeaderNames {
+    fn name(&self, field: Field) -> &HeaderName {
+        match field {
+            Field::UserId => &self.user_id,
+            Field::TenantId => &self.tenant_id,
+            Field::Email => &self.email,
+            Field::Roles => &self.roles,
+            Field::Permissions => &self.permissions,
+            Field::Method => &self.method,
+            Field::SessionId => &self.session_id,
+            Field::KeyId => &self.key_id,
+            Field::Mfa => &self.mfa,
+        }
+    }
+}
 
 impl Clone for Precomputed {
     fn clone(&self) -> Self {
@@ -137,42 +174,55 @@ fn push_identity_values(
     assertion: Option<&str>,
     out: &mut Vec<(HeaderName, HeaderValue)>,
 ) {
-    let built = id
-        .upstream_headers
-        .0
-        .get_or_init(|| build_identity_values(names, id));
-    out.extend(built.iter().cloned());
+    let rendered = id.upstream_headers.0.get_or_init(|| render(id));
+    for &(field, start, end) in rendered.spans.iter() {
+        let slice = rendered.buf.slice(start as usize..end as usize);
+        if let Ok(v) = HeaderValue::from_maybe_shared(slice) {
+            out.push((names.name(field).clone(), v));
+        }
+    }
     if let Some(v) = assertion.and_then(value) {
         out.push((names.assertion.clone(), v));
     }
 }
 
-fn build_identity_values(
-    names: &IdentityHeaderNames,
-    id: &Identity,
-) -> Box<[(HeaderName, HeaderValue)]> {
-    let mut out = Vec::with_capacity(10);
-    let mut set = |name: &HeaderName, v: &str| {
-        if let Some(v) = value(v) {
-            out.push((name.clone(), v));
+fn render(id: &Identity) -> Rendered {
+    let mut buf = String::with_capacity(160 + id.email.len());
+    let mut spans = Vec::with_capacity(9);
+    let mut set = |field: Field, v: &str| {
+        // the values a header cannot carry are left out, as before
+        if value(v).is_some() {
+            let start = buf.len() as u32;
+            buf.push_str(v);
+            spans.push((field, start, buf.len() as u32));
         }
     };
-    set(&names.user_id, &id.user_id.to_string());
-    set(&names.tenant_id, &id.tenant_id.to_string());
-    set(&names.email, &id.email);
-    set(&names.roles, &id.roles.join(","));
-    set(&names.permissions, &id.permissions.join(","));
-    set(&names.method, id.method.as_str());
+    let mut uuid = uuid::Uuid::encode_buffer();
+    set(
+        Field::UserId,
+        id.user_id.hyphenated().encode_lower(&mut uuid),
+    );
+    set(
+        Field::TenantId,
+        id.tenant_id.hyphenated().encode_lower(&mut uuid),
+    );
+    set(Field::Email, &id.email);
+    set(Field::Roles, &id.roles.join(","));
+    set(Field::Permissions, &id.permissions.join(","));
+    set(Field::Method, id.method.as_str());
     if let Some(sid) = id.session_id {
-        set(&names.session_id, &sid.to_string());
+        set(Field::SessionId, sid.hyphenated().encode_lower(&mut uuid));
     }
     if let Some(kid) = id.key_id {
-        set(&names.key_id, &kid.to_string());
+        set(Field::KeyId, kid.hyphenated().encode_lower(&mut uuid));
     }
     if id.mfa {
-        set(&names.mfa, "true");
+        set(Field::Mfa, "true");
     }
-    out.into_boxed_slice()
+    Rendered {
+        buf: Bytes::from(buf),
+        spans: spans.into_boxed_slice(),
+    }
 }
 
 pub fn upstream_edits(
