@@ -2,10 +2,12 @@
 //! also carries the `process_*` family). Labels are route names and outcomes,
 //! never user ids, emails, tokens or raw paths.
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    TextEncoder,
 };
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -78,6 +80,93 @@ pub static AUTH_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["cache", "result"],
     )
 });
+
+/// `AUTH_CACHE` children of the proxy path, resolved once (a lookup by label
+/// values hashes them and takes the family's lock).
+pub static JWT_CACHE_HIT: LazyLock<IntCounter> =
+    LazyLock::new(|| AUTH_CACHE.with_label_values(&["jwt", "hit"]));
+pub static JWT_CACHE_MISS: LazyLock<IntCounter> =
+    LazyLock::new(|| AUTH_CACHE.with_label_values(&["jwt", "miss"]));
+pub static API_KEY_CACHE_HIT: LazyLock<IntCounter> =
+    LazyLock::new(|| AUTH_CACHE.with_label_values(&["api_key", "hit"]));
+pub static API_KEY_CACHE_MISS: LazyLock<IntCounter> =
+    LazyLock::new(|| AUTH_CACHE.with_label_values(&["api_key", "miss"]));
+
+/// Most label combinations a thread keeps resolved; beyond it, lookups go
+/// to the family (the label space is bounded anyway: routes x methods x statuses).
+const MAX_CACHED_SERIES: usize = 256;
+
+struct RequestSeries {
+    route: Box<str>,
+    method: &'static str,
+    status: u16,
+    count: IntCounter,
+    seconds: Histogram,
+}
+
+struct DecisionSeries {
+    credential: &'static str,
+    outcome: Box<str>,
+    count: IntCounter,
+}
+
+thread_local! {
+    static REQUEST_SERIES: RefCell<Vec<RequestSeries>> = const { RefCell::new(Vec::new()) };
+    static DECISION_SERIES: RefCell<Vec<DecisionSeries>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Counts one answered request in `REQUESTS` and `REQUEST_SECONDS`. The
+/// children are kept per thread, so the hot path scans a short list instead
+/// of formatting the status and hashing the labels on every request.
+pub fn observe_request(route: &str, method: &'static str, status: u16, seconds: f64) {
+    REQUEST_SERIES.with(|cell| {
+        let mut series = cell.borrow_mut();
+        if let Some(s) = series
+            .iter()
+            .find(|s| s.status == status && s.method == method && &*s.route == route)
+        {
+            s.count.inc();
+            s.seconds.observe(seconds);
+            return;
+        }
+        let count = REQUESTS.with_label_values(&[route, method, &status.to_string()]);
+        let hist = REQUEST_SECONDS.with_label_values(&[route]);
+        count.inc();
+        hist.observe(seconds);
+        if series.len() < MAX_CACHED_SERIES {
+            series.push(RequestSeries {
+                route: route.into(),
+                method,
+                status,
+                count,
+                seconds: hist,
+            });
+        }
+    });
+}
+
+/// Counts one decision in `AUTH_DECISIONS`, with the same per-thread cache.
+pub fn auth_decision(credential: &'static str, outcome: &str) {
+    DECISION_SERIES.with(|cell| {
+        let mut series = cell.borrow_mut();
+        if let Some(s) = series
+            .iter()
+            .find(|s| s.credential == credential && &*s.outcome == outcome)
+        {
+            s.count.inc();
+            return;
+        }
+        let count = AUTH_DECISIONS.with_label_values(&[credential, outcome]);
+        count.inc();
+        if series.len() < MAX_CACHED_SERIES {
+            series.push(DecisionSeries {
+                credential,
+                outcome: outcome.into(),
+                count,
+            });
+        }
+    });
+}
 
 pub static LOGINS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
@@ -171,5 +260,28 @@ mod tests {
         let text = String::from_utf8(body).unwrap();
         assert!(text.contains("portcullis_build_info{version="));
         assert!(text.contains("portcullis_logins_total{outcome=\"success\"}"));
+    }
+
+    #[test]
+    fn cached_series_count_into_the_same_children() {
+        init();
+        let before = REQUESTS
+            .with_label_values(&["cached-route", "GET", "204"])
+            .get();
+        for _ in 0..3 {
+            observe_request("cached-route", "GET", 204, 0.001);
+        }
+        observe_request("cached-route", "GET", 404, 0.001);
+        assert_eq!(
+            REQUESTS
+                .with_label_values(&["cached-route", "GET", "204"])
+                .get(),
+            before + 3
+        );
+        let decisions = AUTH_DECISIONS.with_label_values(&["jwt", "cached-outcome"]);
+        let before = decisions.get();
+        auth_decision("jwt", "cached-outcome");
+        auth_decision("jwt", "cached-outcome");
+        assert_eq!(decisions.get(), before + 2);
     }
 }

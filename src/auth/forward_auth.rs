@@ -45,7 +45,7 @@ pub fn described_request(req: &AuthRequest) -> Result<(Method, String), Error> {
     let path = if raw_path.is_empty() {
         "/".to_string()
     } else {
-        path::normalize(&raw_path)?
+        path::normalize(&raw_path)?.into_owned()
     };
     Ok((method, path))
 }

@@ -131,6 +131,7 @@ mod tests {
             key_id: None,
             mfa: false,
             expires_at: i64::MAX,
+            upstream_headers: Default::default(),
         }
     }
 

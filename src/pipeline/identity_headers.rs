@@ -5,6 +5,9 @@
 //! credentials that belong to the sidecar (API keys, in `X-API-Key` or as a
 //! prefixed bearer token) never leave it. `/auth/verify` answers [`identity_values`].
 
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Identity;
@@ -69,6 +72,79 @@ impl IdentityHeaderNames {
     }
 }
 
+/// The identity header values of one [`Identity`] (without the assertion),
+/// rendered on first use into one buffer kept inside the cached identity, so
+/// a cache hit makes each value as a reference-counted slice of it instead
+/// of formatting UUIDs and joining roles (one allocation per identity, not
+/// one per header: the cache holds up to `cache.max_entries` of them). An identity is only ever rendered with
+/// the application's one [`IdentityHeaderNames`]. Ignored by `==` and
+/// `Hash`; a clone starts empty, so a changed copy (`mfa: true`) rebuilds.
+#[derive(Default)]
+pub struct Precomputed(OnceLock<Rendered>);
+
+struct Rendered {
+    buf: Bytes,
+    /// (header, start, end) of each value in `buf`.
+    spans: Box<[(Field, u32, u32)]>,
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    UserId,
+    TenantId,
+    Email,
+    Roles,
+    Permissions,
+    Method,
+    SessionId,
+    KeyId,
+    Mfa,
+}
+
+impl IdentityHeaderNames {
+    fn name(&self, field: Field) -> &HeaderName {
+        match field {
+            Field::UserId => &self.user_id,
+            Field::TenantId => &self.tenant_id,
+            Field::Email => &self.email,
+            Field::Roles => &self.roles,
+            Field::Permissions => &self.permissions,
+            Field::Method => &self.method,
+            Field::SessionId => &self.session_id,
+            Field::KeyId => &self.key_id,
+            Field::Mfa => &self.mfa,
+        }
+    }
+}
+
+impl Clone for Precomputed {
+    fn clone(&self) -> Self {
+        Precomputed::default()
+    }
+}
+
+impl PartialEq for Precomputed {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Precomputed {}
+
+impl std::hash::Hash for Precomputed {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl std::fmt::Debug for Precomputed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Precomputed(built)"
+        } else {
+            "Precomputed(empty)"
+        })
+    }
+}
+
 /// Header changes for the upstream request.
 #[derive(Debug, Default)]
 pub struct UpstreamEdits {
@@ -87,31 +163,66 @@ pub fn identity_values(
     id: &Identity,
     assertion: Option<&str>,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::with_capacity(10);
-    let mut set = |name: &HeaderName, v: &str| {
-        if let Some(v) = value(v) {
-            out.push((name.clone(), v));
+    let mut out = Vec::with_capacity(11);
+    push_identity_values(names, id, assertion, &mut out);
+    out
+}
+
+fn push_identity_values(
+    names: &IdentityHeaderNames,
+    id: &Identity,
+    assertion: Option<&str>,
+    out: &mut Vec<(HeaderName, HeaderValue)>,
+) {
+    let rendered = id.upstream_headers.0.get_or_init(|| render(id));
+    for &(field, start, end) in rendered.spans.iter() {
+        let slice = rendered.buf.slice(start as usize..end as usize);
+        if let Ok(v) = HeaderValue::from_maybe_shared(slice) {
+            out.push((names.name(field).clone(), v));
+        }
+    }
+    if let Some(v) = assertion.and_then(value) {
+        out.push((names.assertion.clone(), v));
+    }
+}
+
+fn render(id: &Identity) -> Rendered {
+    let mut buf = String::with_capacity(160 + id.email.len());
+    let mut spans = Vec::with_capacity(9);
+    let mut set = |field: Field, v: &str| {
+        // the values a header cannot carry are left out, as before
+        if value(v).is_some() {
+            let start = buf.len() as u32;
+            buf.push_str(v);
+            spans.push((field, start, buf.len() as u32));
         }
     };
-    set(&names.user_id, &id.user_id.to_string());
-    set(&names.tenant_id, &id.tenant_id.to_string());
-    set(&names.email, &id.email);
-    set(&names.roles, &id.roles.join(","));
-    set(&names.permissions, &id.permissions.join(","));
-    set(&names.method, id.method.as_str());
+    let mut uuid = uuid::Uuid::encode_buffer();
+    set(
+        Field::UserId,
+        id.user_id.hyphenated().encode_lower(&mut uuid),
+    );
+    set(
+        Field::TenantId,
+        id.tenant_id.hyphenated().encode_lower(&mut uuid),
+    );
+    set(Field::Email, &id.email);
+    set(Field::Roles, &id.roles.join(","));
+    set(Field::Permissions, &id.permissions.join(","));
+    set(Field::Method, id.method.as_str());
     if let Some(sid) = id.session_id {
-        set(&names.session_id, &sid.to_string());
+        set(Field::SessionId, sid.hyphenated().encode_lower(&mut uuid));
     }
     if let Some(kid) = id.key_id {
-        set(&names.key_id, &kid.to_string());
+        set(Field::KeyId, kid.hyphenated().encode_lower(&mut uuid));
     }
     if id.mfa {
-        set(&names.mfa, "true");
+        set(Field::Mfa, "true");
     }
-    if let Some(token) = assertion {
-        set(&names.assertion, token);
+    Rendered {
+        buf: Bytes::from(buf),
+        spans: spans.into_boxed_slice(),
     }
-    out
 }
 
 pub fn upstream_edits(
@@ -123,7 +234,10 @@ pub fn upstream_edits(
     request_id: &str,
     client: &ClientInfo,
 ) -> UpstreamEdits {
-    let mut edits = UpstreamEdits::default();
+    let mut edits = UpstreamEdits {
+        remove: Vec::with_capacity(4),
+        insert: Vec::with_capacity(16),
+    };
     for name in incoming.keys() {
         if names.is_identity_header(name.as_str()) {
             edits.remove.push(name.clone());
@@ -139,7 +253,7 @@ pub fn upstream_edits(
         edits.remove.push(http::header::AUTHORIZATION);
     }
     if let Some(id) = identity {
-        edits.insert.extend(identity_values(names, id, assertion));
+        push_identity_values(names, id, assertion, &mut edits.insert);
     }
     if let Some(v) = value(request_id) {
         edits
@@ -254,6 +368,7 @@ mod tests {
             key_id: None,
             mfa: false,
             expires_at: 0,
+            upstream_headers: Default::default(),
         };
         let e = upstream_edits(
             &names,
@@ -278,6 +393,47 @@ mod tests {
     }
 
     #[test]
+    fn precomputed_headers_follow_a_changed_copy() {
+        let names = IdentityHeaderNames::new("X-Auth-").unwrap();
+        let id = Identity {
+            user_id: uuid::Uuid::nil(),
+            tenant_id: uuid::Uuid::nil(),
+            email: "a@example.com".into(),
+            roles: vec!["member".into()],
+            permissions: vec![],
+            method: CredentialKind::Jwt,
+            session_id: None,
+            key_id: None,
+            mfa: false,
+            expires_at: 0,
+            upstream_headers: Default::default(),
+        };
+        let has_mfa = |v: &[(HeaderName, HeaderValue)]| v.iter().any(|(n, _)| n == "x-auth-mfa");
+        let first = identity_values(&names, &id, None);
+        assert_eq!(first, identity_values(&names, &id, None));
+        assert!(!has_mfa(&first));
+        let stepped_up = Identity {
+            mfa: true,
+            ..id.clone()
+        };
+        assert_eq!(
+            stepped_up,
+            Identity {
+                mfa: true,
+                ..id.clone()
+            }
+        );
+        assert!(has_mfa(&identity_values(&names, &stepped_up, None)));
+        let with_assertion = identity_values(&names, &id, Some("a.b.c"));
+        assert_eq!(with_assertion.len(), first.len() + 1);
+        assert!(
+            !identity_values(&names, &id, None)
+                .iter()
+                .any(|(n, _)| n == "x-auth-assertion")
+        );
+    }
+
+    #[test]
     fn api_keys_never_go_upstream_and_their_identity_carries_the_key_id() {
         let names = IdentityHeaderNames::new("X-Auth-")
             .unwrap()
@@ -299,6 +455,7 @@ mod tests {
             key_id: Some(kid),
             mfa: false,
             expires_at: i64::MAX,
+            upstream_headers: Default::default(),
         };
         // forward_authorization = true (the default) does not forward a key
         let e = upstream_edits(

@@ -37,6 +37,9 @@ pub struct Identity {
     pub mfa: bool,
     /// Unix seconds after which the credential is dead.
     pub expires_at: i64,
+    /// The identity headers, built at the first request and kept with the
+    /// cached identity; not part of `==`/`Hash`, empty in a clone.
+    pub upstream_headers: identity_headers::Precomputed,
 }
 
 /// Authenticates and authorizes a request on the proxy path (or the one
@@ -49,11 +52,7 @@ pub async fn check(
 ) -> Result<Option<Arc<Identity>>, Error> {
     let presented = authn::presented(headers, &app.config.api_keys.prefix);
     let credential = presented.label();
-    let decide = |outcome: &str| {
-        metrics::AUTH_DECISIONS
-            .with_label_values(&[credential, outcome])
-            .inc();
-    };
+    let decide = |outcome: &str| metrics::auth_decision(credential, outcome);
     let identity = match (policy.auth, authn::authenticate(app, &presented).await) {
         (_, Ok(Some(identity))) => identity,
         (AuthMode::Public, _) => {

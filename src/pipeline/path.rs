@@ -2,6 +2,8 @@
 //! percent-encoded unreserved characters decoded, `.`/`..` resolved,
 //! duplicate slashes merged; escaping the root, an encoded `/` or a NUL is refused.
 
+use std::borrow::Cow;
+
 use crate::error::Error;
 
 fn hex(b: u8) -> Option<u8> {
@@ -52,8 +54,28 @@ fn decode_segment(seg: &str) -> Result<String, Error> {
     Ok(out)
 }
 
-/// The normalised form of `path` (which must start with `/`).
-pub fn normalize(path: &str) -> Result<String, Error> {
+/// Whether `path` is already in normal form: absolute ASCII without `%`,
+/// `\\`, NUL, empty (`//`), `.` or `..` segments. Most requests are, and
+/// then [`normalize`] borrows instead of rebuilding the path.
+fn is_normal(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|c| c.is_ascii() && !matches!(c, b'%' | b'\\' | 0))
+        && !path.contains("//")
+        && path[1..].split('/').all(|seg| seg != "." && seg != "..")
+}
+
+/// The normalised form of `path` (which must start with `/`); borrowed when
+/// `path` is already normal.
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, Error> {
+    if is_normal(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    rebuild(path).map(Cow::Owned)
+}
+
+fn rebuild(path: &str) -> Result<String, Error> {
     if !path.starts_with('/') || !path.is_ascii() {
         return Err(Error::invalid(
             "path",
@@ -107,6 +129,21 @@ mod tests {
     fn normal_paths_are_unchanged() {
         for p in ["/", "/a", "/a/b", "/a/b/", "/api/orders/42", "/x%20y"] {
             assert_eq!(normalize(p).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_normalisation() {
+        for p in [
+            "/", "/a", "/a/", "/a/b.c/d", "/.a/..b/", "/a.", "/..a", "//", "/./", "/a/.", "/a/..",
+            "/a//b", "/%41", "/a\\b", "/a/./b", "a", "",
+        ] {
+            if super::is_normal(p) {
+                assert_eq!(super::rebuild(p).unwrap(), p);
+                assert!(matches!(normalize(p), Ok(std::borrow::Cow::Borrowed(_))));
+            } else {
+                assert_ne!(super::rebuild(p).ok().as_deref(), Some(p), "{p}");
+            }
         }
     }
 

@@ -157,6 +157,7 @@ impl ProxyHttp for Proxy {
             }
         };
         if is_under(&path, &self.app.config.proxy.auth_prefix) {
+            let path = path.into_owned();
             self.answer_auth(session, ctx, &path).await?;
             return Ok(true);
         }
@@ -173,7 +174,7 @@ impl ProxyHttp for Proxy {
             Ok(identity) => {
                 ctx.identity = identity;
                 if path != raw_path {
-                    ctx.rewritten_path = Some(path);
+                    ctx.rewritten_path = Some(path.into_owned());
                 }
                 Ok(false)
             }
@@ -308,12 +309,7 @@ impl ProxyHttp for Proxy {
         let method = metrics::method_label(&session.req_header().method);
         let route = ctx.route.as_str();
         let elapsed = ctx.start.elapsed();
-        metrics::REQUESTS
-            .with_label_values(&[route, method, &status.to_string()])
-            .inc();
-        metrics::REQUEST_SECONDS
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        metrics::observe_request(route, method, status, elapsed.as_secs_f64());
         let identity = ctx.identity.as_deref();
         tracing::info!(
             target: "portcullis::access",

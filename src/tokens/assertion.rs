@@ -144,6 +144,7 @@ mod tests {
             key_id: Some(Uuid::now_v7()),
             mfa: false,
             expires_at: i64::MAX,
+            upstream_headers: Default::default(),
         };
         let assertions = Assertions::new(10);
         let token = assertions.for_identity(&ring, &config, &identity).unwrap();

@@ -73,9 +73,7 @@ impl ApiKeyAuthenticator {
         }
         let hash = token_hash(key);
         if let Some(identity) = self.verified.get(&hash) {
-            metrics::AUTH_CACHE
-                .with_label_values(&["api_key", "hit"])
-                .inc();
+            metrics::API_KEY_CACHE_HIT.inc();
             let revoked = identity
                 .key_id
                 .is_some_and(|id| self.revoked.contains_key(&id));
@@ -86,9 +84,7 @@ impl ApiKeyAuthenticator {
             self.note_use(&identity, at);
             return Ok(identity);
         }
-        metrics::AUTH_CACHE
-            .with_label_values(&["api_key", "miss"])
-            .inc();
+        metrics::API_KEY_CACHE_MISS.inc();
         if self.rejected.contains_key(&hash) {
             return Err(Error::InvalidApiKey);
         }
@@ -181,6 +177,7 @@ pub fn identity_of(found: &ApiKeyWithOwner, at: i64) -> Result<Identity, Error> 
         key_id: Some(key.id),
         mfa: false,
         expires_at: key.expires_at.unwrap_or(i64::MAX),
+        upstream_headers: Default::default(),
     })
 }
 

@@ -40,7 +40,7 @@ impl JwtAuthenticator {
 
     pub async fn authenticate(&self, app: &App, token: &str) -> Result<Arc<Identity>, Error> {
         if let Some(identity) = self.verified.get(token) {
-            metrics::AUTH_CACHE.with_label_values(&["jwt", "hit"]).inc();
+            metrics::JWT_CACHE_HIT.inc();
             if identity.expires_at + self.leeway < now() {
                 self.verified.invalidate(token);
                 return Err(Error::TokenExpired);
@@ -53,9 +53,7 @@ impl JwtAuthenticator {
             }
             return Ok(identity);
         }
-        metrics::AUTH_CACHE
-            .with_label_values(&["jwt", "miss"])
-            .inc();
+        metrics::JWT_CACHE_MISS.inc();
         let claims = tokens::verify(&app.keys, &app.config.jwt, token).await?;
         if self.revoked.contains_key(&claims.sid) {
             return Err(Error::TokenRevoked);
@@ -78,6 +76,7 @@ impl JwtAuthenticator {
             key_id: None,
             mfa: claims.amr.iter().any(|m| m == "otp"),
             expires_at: claims.exp,
+            upstream_headers: Default::default(),
         });
         self.verified.insert(token.to_string(), identity.clone());
         Ok(identity)

@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of portcullis against nginx (issue 8).
+#
+#   bench/run.sh                      # build must exist: cargo build --release
+#   ROUNDS=3 DURATION=5 CONNECTIONS=64 MEMORY=1 bench/run.sh
+#
+# Starts, on loopback, an nginx `return 200` upstream, an nginx proxy_pass
+# (upstream keep-alive), an nginx auth_request -> portcullis /auth/verify
+# front, and portcullis itself (SQLite in a temp dir, rate limits off, log
+# level warn), then measures the eight cases of issue 8 in interleaved rounds
+# (each case once per round, the median of the rounds is reported), all with
+# `wrk -t1 -c$CONNECTIONS -d$DURATION`. Server CPU per request is the
+# utime+stime (from /proc) of the proxy layer's processes (not the shared
+# upstream, not wrk) divided by the requests served. Writes BENCHMARKS.md
+# (results + bench/PROFILE.md) and prints the ratios. Installs wrk and nginx
+# from Debian when missing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export BENCH_DIR="$ROOT/bench"
+BIN=${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+CONNECTIONS=${CONNECTIONS:-64}
+LOGIN_CONNECTIONS=${LOGIN_CONNECTIONS:-4}
+MISS_TOKENS=${MISS_TOKENS:-3000}
+OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
+BASE_PORT=${BENCH_BASE_PORT:-18100}
+UP=$((BASE_PORT + 1)) NGX=$((BASE_PORT + 2)) NGXAUTH=$((BASE_PORT + 3))
+PC=$((BASE_PORT + 10)) PCADMIN=$((BASE_PORT + 11))
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$BIN" ] || { echo "no $BIN: run cargo build --release first" >&2; exit 2; }
+
+TMP=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# ---- servers ---------------------------------------------------------------
+nginx_conf() { # name, port, server-block body
+    mkdir -p "$TMP/$1"
+    cat >"$TMP/$1/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+pid $TMP/$1/nginx.pid;
+error_log $TMP/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/$1/body;
+    proxy_temp_path $TMP/$1/proxy;
+    fastcgi_temp_path $TMP/$1/fastcgi;
+    uwsgi_temp_path $TMP/$1/uwsgi;
+    scgi_temp_path $TMP/$1/scgi;
+    keepalive_requests 1000000;
+    upstream application { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
+    upstream portcullis { server 127.0.0.1:$PC; keepalive 64; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$2;
+$3
+    }
+}
+EOF
+    "$NGINX" -p "$TMP/$1" -c "$TMP/$1/nginx.conf" &
+    PIDS+=($!)
+    echo $! >"$TMP/$1/master"
+}
+
+nginx_conf upstream "$UP" '        location / { default_type text/plain; return 200 "hello from upstream\n"; }'
+nginx_conf proxy "$NGX" '        location / {
+            proxy_pass http://application;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }'
+nginx_conf authreq "$NGXAUTH" '        location / {
+            auth_request /_portcullis_verify;
+            auth_request_set $auth_user_id $upstream_http_x_auth_user_id;
+            auth_request_set $auth_roles $upstream_http_x_auth_roles;
+            proxy_set_header X-Auth-User-Id $auth_user_id;
+            proxy_set_header X-Auth-Roles $auth_roles;
+            proxy_pass http://application;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        location = /_portcullis_verify {
+            internal;
+            proxy_pass http://portcullis/auth/verify;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-Method $request_method;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }'
+
+cat >"$TMP/portcullis.toml" <<EOF
+[proxy]
+listen = "127.0.0.1:$PC"
+[admin]
+listen = "127.0.0.1:$PCADMIN"
+[upstream]
+address = "127.0.0.1:$UP"
+[database]
+url = "sqlite://$TMP/portcullis.db"
+[rate_limit]
+per_ip_per_minute = 0
+login_per_account_per_minute = 0
+[cache]
+# smaller than the $MISS_TOKENS distinct tokens of case 7, so they miss
+max_entries = 1000
+[log]
+level = "warn"
+[[routes]]
+name = "public"
+path = "/public/**"
+auth = "public"
+EOF
+"$BIN" --config "$TMP/portcullis.toml" serve >"$TMP/portcullis.log" 2>&1 &
+PC_PID=$!
+PIDS+=("$PC_PID")
+
+wait_port() {
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2
+    cat "$TMP"/*/error.log "$TMP/portcullis.log" >&2 || true
+    exit 1
+}
+for p in $UP $NGX $NGXAUTH $PC $PCADMIN; do wait_port "$p"; done
+
+echo "fixtures: a user, an API key, $MISS_TOKENS distinct access tokens"
+python3 "$BENCH_DIR/setup_tokens.py" "$PC" "$TMP" "$MISS_TOKENS"
+JWT=$(cat "$TMP/jwt")
+API_KEY=$(cat "$TMP/api_key")
+export TOKENS="$TMP/tokens.txt"
+export LOGIN_EMAIL LOGIN_PASSWORD
+{ read -r LOGIN_EMAIL; read -r LOGIN_PASSWORD; } <"$TMP/login"
+
+# ---- measurement -----------------------------------------------------------
+TICK=$(getconf CLK_TCK)
+pids_of() { # the processes of a server: portcullis, or an nginx master and its workers
+    case "$1" in
+        portcullis) echo "$PC_PID" ;;
+        *)
+            local m
+            m=$(cat "$TMP/$1/master")
+            echo "$m $(pgrep -P "$m" | tr '\n' ' ')"
+            ;;
+    esac
+}
+cpu_ticks() { # utime+stime of the given servers' processes, in clock ticks
+    local total=0 s p
+    for s in "$@"; do
+        for p in $(pids_of "$s"); do
+            total=$((total + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+        done
+    done
+    echo "$total"
+}
+wrk_run() { # duration, url, extra wrk args...
+    local d=$1 url=$2
+    shift 2
+    wrk -t1 -c"$CONNECTIONS" -d"${d}s" --timeout 5s "$@" "$url"
+}
+
+# case id | servers whose CPU counts | url | wrk args
+CASES=(
+    "1_upstream|upstream|http://127.0.0.1:$UP/api/bench|"
+    "2_nginx_proxy|proxy|http://127.0.0.1:$NGX/api/bench|"
+    "3_nginx_auth_request|authreq portcullis|http://127.0.0.1:$NGXAUTH/api/bench|-H|Authorization: Bearer $JWT"
+    "4_portcullis_public|portcullis|http://127.0.0.1:$PC/public/bench|"
+    "5_portcullis_jwt|portcullis|http://127.0.0.1:$PC/api/bench|-H|Authorization: Bearer $JWT"
+    "6_portcullis_api_key|portcullis|http://127.0.0.1:$PC/api/bench|-H|X-API-Key: $API_KEY"
+    "7_portcullis_jwt_miss|portcullis|http://127.0.0.1:$PC/api/bench|-s|$BENCH_DIR/wrk/tokens.lua"
+    "8_login_storm|portcullis|http://127.0.0.1:$PC/api/bench|-H|Authorization: Bearer $JWT"
+)
+
+RESULTS="$TMP/results.tsv"
+printf 'case\tround\trequests\tseconds\tnon2xx\terrors\tp50\tp99\tp999\tcpu_us\tlogins\n' >"$RESULTS"
+
+run_case() { # spec, round, duration
+    local spec=$1 round=$2 d=$3 name servers url
+    IFS='|' read -r name servers url rest <<<"$spec"
+    local args=()
+    [ -n "$rest" ] && IFS='|' read -r -a args <<<"$rest"
+    [[ " ${args[*]-} " == *" -s "* ]] || args+=(-s "$BENCH_DIR/wrk/summary.lua")
+    # shellcheck disable=SC2086
+    local before after out login_out="" logins=0
+    before=$(cpu_ticks $servers)
+    if [ "$name" = 8_login_storm ]; then
+        wrk -t1 -c"$LOGIN_CONNECTIONS" -d"${d}s" --timeout 10s -s "$BENCH_DIR/wrk/login.lua" \
+            "http://127.0.0.1:$PC/auth/login" >"$TMP/login.out" 2>&1 &
+        local lpid=$!
+        out=$(wrk_run "$d" "$url" "${args[@]}")
+        wait "$lpid" || true
+        login_out=$(grep '^RESULT' "$TMP/login.out" || true)
+    else
+        out=$(wrk_run "$d" "$url" "${args[@]}")
+    fi
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks $servers)
+    [ "$round" = warmup ] && return 0
+    local line
+    line=$(grep '^RESULT' <<<"$out") || { echo "$out" >&2; exit 1; }
+    eval "$(sed 's/^RESULT //' <<<"$line")" # requests duration_us non2xx errors p50 p99 p999
+    if [ -n "$login_out" ]; then
+        local r=$requests d_us=$duration_us n=$non2xx e=$errors a=$p50 b=$p99 c=$p999
+        eval "$(sed 's/^RESULT //' <<<"$login_out")"
+        logins=$(awk -v r="$requests" -v n="$non2xx" -v d="$duration_us" 'BEGIN{printf "%.1f", (r-n)/(d/1e6)}')
+        requests=$r duration_us=$d_us non2xx=$n errors=$e p50=$a p99=$b p999=$c
+    fi
+    local cpu_us
+    cpu_us=$(awk -v t=$((after - before)) -v k="$TICK" -v r="$requests" 'BEGIN{printf "%.2f", t*1e6/k/r}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$requests" \
+        "$(awk -v d="$duration_us" 'BEGIN{printf "%.3f", d/1e6}')" "$non2xx" "$errors" \
+        "$p50" "$p99" "$p999" "$cpu_us" "$logins" >>"$RESULTS"
+    printf '  %-22s %8.0f req/s  p99 %6s us  cpu %7s us/req%s\n' "$name" \
+        "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN{print r/(d/1e6)}')" "$p99" "$cpu_us" \
+        "$([ "$logins" != 0 ] && echo "  logins $logins/s")"
+}
+
+miss_ratio() {
+    curl -s "http://127.0.0.1:$PCADMIN/metrics" |
+        awk '/^portcullis_auth_cache_requests_total\{cache="jwt",result="(hit|miss)"\}/ {
+               if ($1 ~ /hit/) h=$2; else m=$2 } END { printf "%d %d", h, m }'
+}
+
+START=$(date +%s)
+echo "warm-up (1 s per case)"
+for spec in "${CASES[@]}"; do run_case "$spec" warmup 1; done
+for round in $(seq "$ROUNDS"); do
+    echo "round $round/$ROUNDS (${DURATION} s per case, -c$CONNECTIONS)"
+    for spec in "${CASES[@]}"; do
+        if [[ $spec == 7_* ]]; then read -r h0 m0 <<<"$(miss_ratio)"; fi
+        run_case "$spec" "$round" "$DURATION"
+        if [[ $spec == 7_* ]]; then
+            read -r h1 m1 <<<"$(miss_ratio)"
+            echo "$(((m1 - m0) * 1000 / (h1 - h0 + m1 - m0 + 1)))" >>"$TMP/miss_permille"
+        fi
+    done
+done
+MEMORY_ARGS=()
+if [ "${MEMORY:-1}" = 1 ]; then
+    echo "memory: 100,000 cached credentials"
+    PORTCULLIS_BIN="$BIN" bash "$BENCH_DIR/memory.sh" "$UP" "$TMP/memory" &&
+        MEMORY_ARGS=(--memory "$TMP/memory")
+fi
+ELAPSED=$(($(date +%s) - START))
+
+python3 "$BENCH_DIR/report.py" "$RESULTS" "$OUT" \
+    --cores "$(nproc)" --rounds "$ROUNDS" --duration "$DURATION" --connections "$CONNECTIONS" \
+    --login-connections "$LOGIN_CONNECTIONS" --miss-tokens "$MISS_TOKENS" --elapsed "$ELAPSED" \
+    --miss-permille "$(paste -sd, "$TMP/miss_permille")" \
+    --nginx "$("$NGINX" -v 2>&1 | sed 's/.*: //')" --wrk "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')" \
+    --profile "$BENCH_DIR/PROFILE.md" "${MEMORY_ARGS[@]}"
