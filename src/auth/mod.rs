@@ -339,7 +339,7 @@ mod tests {
             let item = paths
                 .get(path)
                 .unwrap_or_else(|| panic!("{path} missing from openapi.json"));
-            for m in *methods {
+            for m in methods {
                 assert!(
                     item.get(*m).is_some(),
                     "{m} {path} missing from openapi.json"

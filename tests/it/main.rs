@@ -13,6 +13,7 @@ mod harness;
 
 mod api_keys;
 mod cli;
+mod deploy;
 mod mfa;
 mod nginx_forward_auth;
 mod proxy;
