@@ -3,7 +3,11 @@
 #   make deps    install missing system packages (cmake, python3-venv)
 #   make build   release build
 #   make demo    build, then run the sidecar with a built-in echo upstream
-#   make test    fmt check, clippy, cargo test, then the conformance subset
+#   make test    fmt check, clippy, cargo test, the deployment checks, then
+#                the conformance subset
+#   make deploy-checks   Kubernetes manifests, promtool on a live /metrics,
+#                schemathesis against a live sidecar (PORTCULLIS_SKIP_PYPI=1
+#                skips the two that need PyPI; SCHEMATHESIS_MAX_TIME=seconds)
 #   make fmt | clippy | clean
 #
 # Widen the conformance subset with e.g.
@@ -22,7 +26,7 @@ CONFORMANCE_K ?= (register_login or session or tokens_jwks or service or proxy o
 # sudo only when not root (and only if there is one).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || command -v sudo)
 
-.PHONY: all deps build demo test conformance fmt clippy clean
+.PHONY: all deps build demo test deploy-checks conformance fmt clippy clean
 
 all: build
 
@@ -53,7 +57,22 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 	$(CARGO) test --release --locked
+	@$(MAKE) deploy-checks
 	@$(MAKE) conformance
+
+# Python tools live in a virtualenv under target/ (never committed).
+CI_VENV ?= target/ci-venv
+deploy-checks:
+	$(CARGO) build --release --locked
+	@if [ -n "$${PORTCULLIS_SKIP_PYPI:-}" ]; then \
+	  echo "deploy-checks: PORTCULLIS_SKIP_PYPI set; manifest check and schemathesis skipped"; \
+	else \
+	  [ -x "$(CI_VENV)/bin/python" ] || python3 -m venv "$(CI_VENV)"; \
+	  "$(CI_VENV)/bin/pip" install --quiet --disable-pip-version-check pyyaml 'schemathesis>=4,<5'; \
+	  "$(CI_VENV)/bin/python" .ci/check_manifests.py; \
+	  CI_VENV="$(CI_VENV)" bash .ci/schemathesis.sh; \
+	fi
+	bash .ci/promtool.sh
 
 # The suite runs ./target/release/portcullis; the build is incremental after
 # `cargo test --release` (same profile), so it costs seconds.
