@@ -144,8 +144,20 @@ for section, key in [("jwt", "private_key_file"), ("secrets", "encryption_key_fi
             ok = rel in paths and paths[rel] in skeys
     check(ok, f"{section}.{key} = {f} is not a mounted key of the Secret")
 cfg_mount = [m for m in side.get("volumeMounts", []) if vols.get(m["name"], {}).get("configMap")]
-check(any(m["mountPath"] == (side.get("args") or ["", ""])[-1] for m in cfg_mount),
-      "the ConfigMap is not mounted where --config points")
+config_arg = (side.get("args") or ["", ""])[-1]
+check(any(config_arg in (m["mountPath"], m["mountPath"].rstrip("/") + "/portcullis.toml") for m in cfg_mount),
+      f"the ConfigMap is not mounted where --config points ({config_arg})")
+
+# the binary agrees the ConfigMap's file is valid (when it is built)
+binary = os.environ.get("PORTCULLIS_BIN") or os.path.join(os.path.dirname(__file__), "..", "target", "release", "portcullis")
+if os.path.exists(binary):
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+        f.write(cm["data"]["portcullis.toml"])
+        f.flush()
+        r = subprocess.run([binary, "config", "check", "--config", f.name], capture_output=True, text=True)
+        check(r.returncode == 0, f"portcullis config check refuses the ConfigMap: {r.stderr.strip()}")
 
 if errors:
     sys.exit("manifest check failed:\n  " + "\n  ".join(errors))
