@@ -426,7 +426,12 @@ Try it (in another terminal):
   # metrics
   curl -s {admin}/metrics | grep ^portcullis_
 
-Next: examples/curl-walkthrough.sh runs all of this; config/portcullis.toml documents every key.
+Next steps:
+  PORTCULLIS_URL={base} examples/curl-walkthrough.sh   # all of the above, checked
+  PORTCULLIS_URL={base} python3 examples/walkthrough.py # MFA + API key (pip install requests pyotp)
+  curl -s {base}/auth/openapi.json                       # every /auth route (OpenAPI 3.1)
+  config/portcullis.toml documents every key; README.md "Deployment" covers Docker,
+  Kubernetes, key rotation, SIGHUP reload and backups.
 Ctrl-C stops the demo.
 "#,
         db = dir.join("portcullis.db").display()
