@@ -20,13 +20,15 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
 fi
 
+export CI_ADMIN_EMAIL="${CI_ADMIN_EMAIL:-admin@example.com}"
+export CI_ADMIN_PASSWORD="${CI_ADMIN_PASSWORD:-ci-Admin-passw0rd!}"
 # shellcheck source=.ci/lib-serve.sh
 . .ci/lib-serve.sh
 serve_start
 
 # The bootstrap admin's token: the admin routes are exercised past the 401.
 token="$(curl -fsS -H 'content-type: application/json' \
-  -d '{"email":"admin@example.com","password":"ci-Admin-passw0rd!"}' \
+  -d "{\"email\":\"$CI_ADMIN_EMAIL\",\"password\":\"$CI_ADMIN_PASSWORD\"}" \
   "$PROXY_URL/auth/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')"
 
 echo "schemathesis: $("$VENV/bin/schemathesis" --version) against $PROXY_URL"
