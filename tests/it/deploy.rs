@@ -121,6 +121,11 @@ fn dockerfile_builds_a_small_non_root_image() {
         manifests < dep_build && dep_build < sources,
         "dependency layer before the sources"
     );
+    // every file the crate embeds with include_str! reaches the builder
+    assert!(
+        build.iter().any(|l| l.starts_with("COPY openapi.json")),
+        "openapi.json (embedded by src/auth/openapi.rs) is not copied"
+    );
 
     // the builder installs what .ci/run installs (cmake), nothing else
     let apt = build
