@@ -33,6 +33,8 @@ RUN mkdir src \
 # than the dummy build: touch the crate roots so cargo rebuilds the crate.
 COPY src ./src
 COPY config ./config
+# embedded by src/auth/openapi.rs (include_str!) and served at /auth/openapi.json
+COPY openapi.json ./
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked \
  && install -D -s -m 0755 target/release/portcullis /out/portcullis

@@ -3,8 +3,8 @@
 //! [`App::init`] builds them in order (store → default tenant → keys →
 //! bootstrap admin) before any listener opens.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -40,7 +40,8 @@ pub struct App {
     pub ip_limits: RateLimiter,
     /// Login attempts per (tenant, email).
     pub login_limits: RateLimiter,
-    pub routes: RoutePolicies,
+    /// Compiled `[[routes]]`; swapped whole on SIGHUP ([`crate::reload`]).
+    routes: RwLock<Arc<RoutePolicies>>,
     pub identity_headers: IdentityHeaderNames,
     pub trusted_proxies: Vec<IpNet>,
     /// `notifications.webhook_url`, parsed.
@@ -57,6 +58,19 @@ pub struct App {
 }
 
 impl App {
+    /// The route policies in force (an `Arc` clone under a read lock).
+    pub fn routes(&self) -> Arc<RoutePolicies> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swaps in new route policies; requests already matched keep theirs.
+    pub fn replace_routes(&self, routes: RoutePolicies) {
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routes);
+    }
+
     /// Opens the store, makes sure the default tenant and a signing key exist,
     /// and creates the bootstrap admin when asked to.
     pub async fn init(config: Config, log_tokens: bool) -> Result<Arc<App>, String> {
@@ -113,7 +127,7 @@ impl App {
             otp: OtpStepUp::default(),
             ip_limits: RateLimiter::new(config.rate_limit.per_ip_per_minute),
             login_limits: RateLimiter::new(config.rate_limit.login_per_account_per_minute),
-            routes,
+            routes: RwLock::new(Arc::new(routes)),
             identity_headers,
             trusted_proxies,
             api_keys: ApiKeyAuthenticator::new(

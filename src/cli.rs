@@ -130,13 +130,30 @@ fn init_logging(config: &Config, default_level: &str) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // SIGHUP sets log.level again through a reload handle (src/reload.rs)
     let _ = match config.log.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => {
+            let builder = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            crate::reload::set_level_setter(Box::new(move |level| {
+                let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                handle.reload(filter).map_err(|e| e.to_string())
+            }));
+            builder.try_init()
+        }
+        LogFormat::Pretty => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            crate::reload::set_level_setter(Box::new(move |level| {
+                let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                handle.reload(filter).map_err(|e| e.to_string())
+            }));
+            builder.try_init()
+        }
     };
 }
 
@@ -153,6 +170,11 @@ pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Serve => {
             let config = load_config(config_path)?;
+            crate::reload::remember_config_path(match config_path {
+                Some(p) => Some(p),
+                None if Path::new(DEFAULT_CONFIG).exists() => Some(Path::new(DEFAULT_CONFIG)),
+                None => None,
+            });
             init_logging(&config, "info");
             let app = runtime()?.block_on(App::init(config, false))?;
             server::run(app, None)
@@ -404,7 +426,12 @@ Try it (in another terminal):
   # metrics
   curl -s {admin}/metrics | grep ^portcullis_
 
-Next: examples/curl-walkthrough.sh runs all of this; config/portcullis.toml documents every key.
+Next steps:
+  PORTCULLIS_URL={base} examples/curl-walkthrough.sh   # all of the above, checked
+  PORTCULLIS_URL={base} python3 examples/walkthrough.py # MFA + API key (pip install requests pyotp)
+  curl -s {base}/auth/openapi.json                       # every /auth route (OpenAPI 3.1)
+  config/portcullis.toml documents every key; README.md "Deployment" covers Docker,
+  Kubernetes, key rotation, SIGHUP reload and backups.
 Ctrl-C stops the demo.
 "#,
         db = dir.join("portcullis.db").display()

@@ -472,7 +472,9 @@ impl Config {
         let config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e| ConfigError(format!("environment override: {e}")))?;
-        config.validate()?;
+        config
+            .validate()
+            .map_err(|e| ConfigError(where_from(name, text, env, &e.0)))?;
         Ok(config)
     }
 
@@ -692,6 +694,82 @@ pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
 }
 
+/// Prefixes a validation error (`key: why`) with where the key was set: the
+/// file and line, or the environment variable.
+fn where_from(name: &str, text: &str, env: &[(String, String)], msg: &str) -> String {
+    let key = msg.split(": ").next().unwrap_or("");
+    if let Some((section, field)) = key.split_once('.') {
+        let var = format!("{ENV_PREFIX}{}__{}", section, field).to_ascii_uppercase();
+        if env.iter().any(|(k, _)| k.to_ascii_uppercase() == var) {
+            return format!("{msg} (set by {var})");
+        }
+    }
+    match key_line(text, msg) {
+        Some(line) => format!("{name}: line {line}: {msg}"),
+        None => format!("{name}: {msg}"),
+    }
+}
+
+/// The 1-based line of the key a validation message names: `section.key`,
+/// `section`, or `routes[i] (name)` (then the field the reason names, else
+/// the `[[routes]]` header of that entry).
+fn key_line(text: &str, msg: &str) -> Option<usize> {
+    let (key, why) = msg.split_once(": ").unwrap_or((msg, ""));
+    let lines: Vec<&str> = text.lines().collect();
+    let assigns = |line: &str, field: &str| {
+        line.trim_start()
+            .strip_prefix(field)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    };
+    let is_header = |line: &str| line.trim_start().starts_with('[');
+    // (start of the block after its header, header line index)
+    let block = |header: usize| -> (usize, usize) {
+        let end = (header + 1..lines.len())
+            .find(|&i| is_header(lines[i]))
+            .unwrap_or(lines.len());
+        (header, end)
+    };
+    let find_in = |(header, end): (usize, usize), field: &str| {
+        (header + 1..end)
+            .find(|&i| assigns(lines[i], field))
+            .map(|i| i + 1)
+            .or(Some(header + 1))
+    };
+    if let Some(rest) = key.strip_prefix("routes[") {
+        let index: usize = rest.split(']').next()?.parse().ok()?;
+        let header = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.trim() == "[[routes]]")
+            .nth(index)?
+            .0;
+        let field = [
+            "path",
+            "name",
+            "methods",
+            "credentials",
+            "permissions",
+            "roles",
+        ]
+        .into_iter()
+        .find(|f| why.starts_with(f) || why.starts_with(&format!("`{f}`")))
+        .or_else(|| why.contains("HTTP method").then_some("methods"))
+        .unwrap_or("auth");
+        return find_in(block(header), field);
+    }
+    let (section, field) = key.split_once('.').unwrap_or((key, ""));
+    let header = lines
+        .iter()
+        .position(|l| l.trim() == format!("[{section}]"))?;
+    if field.is_empty() {
+        return Some(header + 1);
+    }
+    let (_, end) = block(header);
+    (header + 1..end)
+        .find(|&i| assigns(lines[i], field))
+        .map(|i| i + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,5 +868,21 @@ mod tests {
     fn shipped_default_config_is_valid() {
         let text = include_str!("../config/portcullis.toml");
         Config::from_sources("config/portcullis.toml", text, &[]).unwrap();
+    }
+
+    #[test]
+    fn validation_errors_name_the_line_or_the_variable() {
+        let text = "[server]\nthreads = 2\n\n[proxy]\nauth_prefix = \"/auth\"\nlisten = \"nonsense\"\n\n[[routes]]\nname = \"a\"\npath = \"/a/**\"\nauth = \"public\"\n\n[[routes]]\nname = \"b\"\nauth = \"public\"\npath = \"/b/[**\"\n";
+        let e = Config::from_sources("c.toml", text, &[]).unwrap_err().0;
+        assert!(e.starts_with("c.toml: line 6: proxy.listen: "), "{e}");
+        let fixed = text.replace("nonsense", "127.0.0.1:1");
+        let e = Config::from_sources("c.toml", &fixed, &[]).unwrap_err().0;
+        assert!(
+            e.starts_with("c.toml: line 16: routes[1] (b): path "),
+            "{e}"
+        );
+        let env = vec![("PORTCULLIS_ADMIN__LISTEN".to_string(), "bad".to_string())];
+        let e = Config::from_sources("c.toml", "", &env).unwrap_err().0;
+        assert!(e.ends_with("(set by PORTCULLIS_ADMIN__LISTEN)"), "{e}");
     }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod tenancy;

@@ -88,6 +88,13 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
     reload.threads = Some(1);
     server.add_service(reload);
 
+    let mut hup = background_service(
+        "sighup-reload",
+        crate::reload::SighupReload { app: app.clone() },
+    );
+    hup.threads = Some(1);
+    server.add_service(hup);
+
     let mut key_use = background_service("api-key-use", ApiKeyUseFlush { app: app.clone() });
     key_use.threads = Some(1);
     server.add_service(key_use);

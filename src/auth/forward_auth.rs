@@ -53,7 +53,8 @@ pub fn described_request(req: &AuthRequest) -> Result<(Method, String), Error> {
 /// `GET /auth/verify` (any method is accepted: it describes, it does not act).
 pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
     let (method, path) = described_request(req)?;
-    let policy = app.routes.select(&method, &path);
+    let routes = app.routes();
+    let policy = routes.select(&method, &path);
     let identity = pipeline::check(app, policy, &req.headers).await?;
     let mut response = HttpResponse::json(
         200,

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod forward_auth;
 pub mod lockout;
 pub mod mfa;
+pub mod openapi;
 pub mod rate_limit;
 pub mod session;
 pub mod validate;
@@ -138,6 +139,11 @@ impl Route {
 
 /// Answers one `/auth` request; returns the response and the route label.
 pub async fn handle(app: &Arc<App>, req: &AuthRequest) -> (HttpResponse, &'static str) {
+    // GET /auth/openapi.json: the committed document (src/auth/openapi.rs).
+    if let Some(result) = openapi::handle(req) {
+        let response = result.unwrap_or_else(|e| e.render(&req.request_id));
+        return (response, openapi::LABEL);
+    }
     if let Some((result, label)) = admin::handle(app, req).await {
         return (result.unwrap_or_else(|e| e.render(&req.request_id)), label);
     }
@@ -271,6 +277,89 @@ mod tests {
         );
         assert_eq!(field(parse_body::<Body>(&req("[1]")).unwrap_err()), None);
         assert!(parse_body::<Body>(&req(r#"{"email": "a", "extra": true}"#)).is_ok());
+    }
+
+    /// A path of each route (as the OpenAPI document spells it) and its
+    /// methods. The match is exhaustive: a new route does not compile until
+    /// it is listed here, and the test then wants it in `openapi.json`.
+    fn documented(route: Route) -> (&'static str, &'static [&'static str]) {
+        match route {
+            Route::Register => ("/auth/register", &["post"]),
+            Route::Login => ("/auth/login", &["post"]),
+            Route::Refresh => ("/auth/refresh", &["post"]),
+            Route::Logout => ("/auth/logout", &["post"]),
+            Route::LogoutAll => ("/auth/logout-all", &["post"]),
+            Route::Me => ("/auth/me", &["get", "patch"]),
+            Route::ChangePassword => ("/auth/change-password", &["post"]),
+            Route::MfaEnable => ("/auth/mfa/enable", &["post"]),
+            Route::MfaConfirm => ("/auth/mfa/confirm", &["post"]),
+            Route::MfaDisable => ("/auth/mfa/disable", &["post"]),
+            Route::MfaBackupCodes => ("/auth/mfa/backup-codes", &["post"]),
+            Route::MfaVerify => ("/auth/mfa/verify", &["post"]),
+            Route::VerifyEmail => ("/auth/verify-email", &["post"]),
+            Route::PasswordForgot => ("/auth/password/forgot", &["post"]),
+            Route::PasswordReset => ("/auth/password/reset", &["post"]),
+            Route::InviteAccept => ("/auth/invite/accept", &["post"]),
+            Route::ApiKeys => ("/auth/api-keys", &["get", "post"]),
+            Route::ApiKey => ("/auth/api-keys/{id}", &["delete"]),
+            Route::Verify => ("/auth/verify", &["get"]),
+        }
+    }
+
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let doc: serde_json::Value = serde_json::from_str(openapi::DOCUMENT).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let all = [
+            Route::Register,
+            Route::Login,
+            Route::Refresh,
+            Route::Logout,
+            Route::LogoutAll,
+            Route::Me,
+            Route::ChangePassword,
+            Route::MfaEnable,
+            Route::MfaConfirm,
+            Route::MfaDisable,
+            Route::MfaBackupCodes,
+            Route::MfaVerify,
+            Route::VerifyEmail,
+            Route::PasswordForgot,
+            Route::PasswordReset,
+            Route::InviteAccept,
+            Route::ApiKeys,
+            Route::ApiKey,
+            Route::Verify,
+        ];
+        for route in all {
+            let (path, methods) = documented(route);
+            // the listed path is the route's own
+            let below = path.strip_prefix("/auth").unwrap().replace("{id}", "x");
+            assert_eq!(Route::find(&below), Some(route), "{path}");
+            let item = paths
+                .get(path)
+                .unwrap_or_else(|| panic!("{path} missing from openapi.json"));
+            for m in methods {
+                assert!(
+                    item.get(*m).is_some(),
+                    "{m} {path} missing from openapi.json"
+                );
+            }
+        }
+        // and the document names nothing the router does not answer
+        for path in paths.keys() {
+            let Some(below) = path.strip_prefix("/auth") else {
+                assert_eq!(path, "/.well-known/jwks.json");
+                continue;
+            };
+            let below = below.replace("{id}", "x").replace("{name}", "x");
+            assert!(
+                below == openapi::PATH
+                    || below.starts_with("/admin/")
+                    || Route::find(&below).is_some(),
+                "{path} is documented but not routed"
+            );
+        }
     }
 
     #[test]

@@ -168,7 +168,8 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         let header = session.req_header();
-        let policy = self.app.routes.select(&header.method, &path);
+        let routes = self.app.routes();
+        let policy = routes.select(&header.method, &path);
         ctx.route = RouteName::Policy(policy.name.clone());
         match pipeline::check(&self.app, policy, &header.headers).await {
             Ok(identity) => {

@@ -16,6 +16,7 @@ mod admin;
 mod api_keys;
 mod attacks;
 mod cli;
+mod deploy;
 mod durability;
 mod input;
 mod mfa;

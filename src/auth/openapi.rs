@@ -1,0 +1,81 @@
+//! `GET /auth/openapi.json`: the OpenAPI 3.1 document of every route the
+//! sidecar answers itself. The document is `openapi.json` at the top of the
+//! repository, embedded at build time; the tests below keep it and the
+//! router in agreement.
+
+use http::Method;
+
+use crate::error::Error;
+use crate::http_types::{AuthRequest, HttpResponse};
+
+/// The committed `openapi.json`.
+pub const DOCUMENT: &str = include_str!("../../openapi.json");
+
+/// Path of the document below the auth prefix.
+pub const PATH: &str = "/openapi.json";
+
+/// Metrics label of the route.
+pub const LABEL: &str = "auth_openapi";
+
+/// Answers `/openapi.json`; `None` for every other path.
+pub fn handle(req: &AuthRequest) -> Option<Result<HttpResponse, Error>> {
+    if req.path.trim_end_matches('/') != PATH {
+        return None;
+    }
+    Some(match req.method {
+        Method::GET | Method::HEAD => Ok(HttpResponse::text(200, "application/json", DOCUMENT)),
+        _ => Err(Error::MethodNotAllowed { allow: "GET" }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::DOCUMENT;
+
+    fn doc() -> Value {
+        serde_json::from_str(DOCUMENT).expect("openapi.json is JSON")
+    }
+
+    #[test]
+    fn document_is_openapi_3_1_with_an_error_schema() {
+        let d = doc();
+        assert_eq!(d["openapi"], "3.1.0");
+        let err = &d["components"]["schemas"]["Error"];
+        assert_eq!(err["required"][0], "error");
+        let codes = err["properties"]["error"]["properties"]["code"]["enum"]
+            .as_array()
+            .unwrap();
+        assert!(codes.iter().any(|c| c == "INVALID_CREDENTIALS"));
+        // every operation documents its errors with the shared error shape
+        for (path, item) in d["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                assert_eq!(
+                    op["responses"]["default"]["$ref"], "#/components/responses/Error",
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+
+    /// Every `$ref` resolves inside the document.
+    #[test]
+    fn references_resolve() {
+        fn walk(v: &Value, root: &Value) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        let ptr = r.strip_prefix('#').expect("local ref");
+                        assert!(root.pointer(ptr).is_some(), "dangling $ref {r}");
+                    }
+                    m.values().for_each(|x| walk(x, root));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, root)),
+                _ => {}
+            }
+        }
+        let d = doc();
+        walk(&d, &d);
+    }
+}
