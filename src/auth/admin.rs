@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::pipeline::authz::grants;
 use crate::pipeline::{Identity, authn};
+use crate::store::StoreEvent;
 use crate::store::{AdminUserUpdate, Role, StoreError, User, UserQuery, UserStatus};
 
 pub const MAX_PAGE_SIZE: u32 = 100;
@@ -284,6 +285,9 @@ pub async fn cut_off(app: &App, user_id: Uuid, reason: &str) -> Result<(), Error
         .await?;
     app.jwt.revoke_sessions(&revoked);
     app.otp.forget(user_id);
+    // other replicas: the sessions, the owner's cached API keys, the TOTP cache
+    app.publish(StoreEvent::Sessions { ids: revoked }).await;
+    app.publish(StoreEvent::Owner { user_id }).await;
     Ok(())
 }
 
@@ -329,6 +333,7 @@ async fn patch_user(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespon
     } else if user.roles != target.roles {
         // API keys take their permissions from the owner's roles on a cache miss
         app.api_keys.evict_owner(user.id);
+        app.publish(StoreEvent::Owner { user_id: user.id }).await;
     }
     audit::record(
         app,
@@ -394,6 +399,8 @@ async fn mfa_reset(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespons
     let target = find_user(app, caller.tenant_id, id).await?;
     app.store.disable_mfa(target.id).await?;
     app.otp.forget(target.id);
+    app.publish(StoreEvent::Mfa { user_id: target.id })
+        .await;
     audit::record(
         app,
         Some(req),
