@@ -399,8 +399,7 @@ async fn mfa_reset(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespons
     let target = find_user(app, caller.tenant_id, id).await?;
     app.store.disable_mfa(target.id).await?;
     app.otp.forget(target.id);
-    app.publish(StoreEvent::Mfa { user_id: target.id })
-        .await;
+    app.publish(StoreEvent::Mfa { user_id: target.id }).await;
     audit::record(
         app,
         Some(req),

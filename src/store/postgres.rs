@@ -355,7 +355,11 @@ async fn user_by<C: GenericClient + Sync>(
     }
 }
 
-async fn insert_tenant<C: GenericClient + Sync>(c: &C, slug: &str, name: &str) -> StoreResult<Tenant> {
+async fn insert_tenant<C: GenericClient + Sync>(
+    c: &C,
+    slug: &str,
+    name: &str,
+) -> StoreResult<Tenant> {
     let t = Tenant {
         id: Uuid::now_v7(),
         slug: slug.to_string(),
@@ -941,18 +945,17 @@ impl Store for PgStore {
 
     async fn mfa(&self, user_id: Uuid) -> StoreResult<Option<MfaRecord>> {
         let c = self.client().await?;
-        Ok(c
-            .query_opt(
-                "SELECT secret, confirmed, last_step FROM mfa_secrets WHERE user_id = $1",
-                &[&user_id.to_string()],
-            )
-            .await
-            .map_err(pg_err)?
-            .map(|r| MfaRecord {
-                secret: r.get(0),
-                confirmed: r.get(1),
-                last_step: r.get(2),
-            }))
+        Ok(c.query_opt(
+            "SELECT secret, confirmed, last_step FROM mfa_secrets WHERE user_id = $1",
+            &[&user_id.to_string()],
+        )
+        .await
+        .map_err(pg_err)?
+        .map(|r| MfaRecord {
+            secret: r.get(0),
+            confirmed: r.get(1),
+            last_step: r.get(2),
+        }))
     }
 
     async fn begin_mfa(
@@ -1034,20 +1037,19 @@ impl Store for PgStore {
 
     async fn unused_backup_codes(&self, user_id: Uuid) -> StoreResult<Vec<BackupCode>> {
         let c = self.client().await?;
-        Ok(c
-            .query(
-                "SELECT id, code_hash FROM backup_codes
+        Ok(c.query(
+            "SELECT id, code_hash FROM backup_codes
                   WHERE user_id = $1 AND used_at IS NULL ORDER BY id",
-                &[&user_id.to_string()],
-            )
-            .await
-            .map_err(pg_err)?
-            .iter()
-            .map(|r| BackupCode {
-                id: r.get(0),
-                code_hash: r.get(1),
-            })
-            .collect())
+            &[&user_id.to_string()],
+        )
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(|r| BackupCode {
+            id: r.get(0),
+            code_hash: r.get(1),
+        })
+        .collect())
     }
 
     async fn use_backup_code(&self, user_id: Uuid, id: i64) -> StoreResult<bool> {
@@ -1071,14 +1073,13 @@ impl Store for PgStore {
 
     async fn has_sealed_mfa_secrets(&self) -> StoreResult<bool> {
         let c = self.client().await?;
-        Ok(c
-            .query_one(
-                "SELECT EXISTS(SELECT 1 FROM mfa_secrets WHERE secret NOT LIKE 'b32:%')",
-                &[],
-            )
-            .await
-            .map_err(pg_err)?
-            .get(0))
+        Ok(c.query_one(
+            "SELECT EXISTS(SELECT 1 FROM mfa_secrets WHERE secret NOT LIKE 'b32:%')",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?
+        .get(0))
     }
 
     // MFA login tokens
@@ -1133,15 +1134,14 @@ impl Store for PgStore {
 
     async fn mfa_token_failure(&self, hash: &str) -> StoreResult<u32> {
         let c = self.client().await?;
-        Ok(c
-            .query_opt(
-                "UPDATE mfa_tokens SET failures = failures + 1 WHERE hash = $1 RETURNING failures",
-                &[&hash],
-            )
-            .await
-            .map_err(pg_err)?
-            .map(|r| r.get::<_, i32>(0).max(0) as u32)
-            .unwrap_or(u32::MAX))
+        Ok(c.query_opt(
+            "UPDATE mfa_tokens SET failures = failures + 1 WHERE hash = $1 RETURNING failures",
+            &[&hash],
+        )
+        .await
+        .map_err(pg_err)?
+        .map(|r| r.get::<_, i32>(0).max(0) as u32)
+        .unwrap_or(u32::MAX))
     }
 
     async fn consume_mfa_token(&self, hash: &str, at: i64) -> StoreResult<bool> {
@@ -1194,7 +1194,10 @@ impl Store for PgStore {
             .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
         let total: i64 = c
-            .query_one(&format!("SELECT COUNT(*) FROM users WHERE {clause}"), &params)
+            .query_one(
+                &format!("SELECT COUNT(*) FROM users WHERE {clause}"),
+                &params,
+            )
             .await
             .map_err(pg_err)?
             .get(0);
@@ -1205,7 +1208,10 @@ impl Store for PgStore {
             query.limit
         );
         let rows = c.query(&sql, &params).await.map_err(pg_err)?;
-        let mut users = rows.iter().map(user_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut users = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         for u in &mut users {
             load_roles(&**c, u).await?;
         }
@@ -1289,17 +1295,16 @@ impl Store for PgStore {
 
     async fn list_roles(&self, tenant_id: Uuid) -> StoreResult<Vec<Role>> {
         let c = self.client().await?;
-        Ok(c
-            .query(
-                "SELECT name, permissions, built_in FROM roles WHERE tenant_id = $1
+        Ok(c.query(
+            "SELECT name, permissions, built_in FROM roles WHERE tenant_id = $1
                   ORDER BY built_in DESC, name",
-                &[&tenant_id.to_string()],
-            )
-            .await
-            .map_err(pg_err)?
-            .iter()
-            .map(role_from_row)
-            .collect())
+            &[&tenant_id.to_string()],
+        )
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(role_from_row)
+        .collect())
     }
 
     async fn create_role(&self, tenant_id: Uuid, role: Role) -> StoreResult<Role> {

@@ -165,7 +165,14 @@ async fn suite_sessions_are_revoked_one_or_all_but_one(s: &dyn Store) {
         .unwrap();
     revoked.sort();
     assert_eq!(revoked, vec![ids[1]]);
-    assert!(s.session(ids[2]).await.unwrap().unwrap().revoked_at.is_none());
+    assert!(
+        s.session(ids[2])
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
     assert_eq!(
         s.revoke_user_sessions(u.id, None, "x").await.unwrap(),
         vec![ids[2]]
@@ -631,9 +638,7 @@ async fn suite_api_key_use_is_recorded_in_batches_and_never_moves_back(s: &dyn S
     assert_eq!(found.key.last_used_at, Some(1000));
 }
 
-async fn suite_a_disabled_owner_shows_on_the_key_and_a_deleted_owner_takes_its_keys(
-    s: &dyn Store,
-) {
+async fn suite_a_disabled_owner_shows_on_the_key_and_a_deleted_owner_takes_its_keys(s: &dyn Store) {
     let t = s.ensure_tenant("default").await.unwrap();
     let u = s
         .create_user(new_user(t.id, "a@example.com"))

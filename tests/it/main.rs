@@ -17,6 +17,7 @@ mod mfa;
 mod nginx_forward_auth;
 mod proxy;
 mod register_login;
+mod replicas;
 mod service;
 mod session;
 mod tokens;
