@@ -729,15 +729,15 @@ where
             let store: Arc<dyn Store> = Arc::new(store);
             let r = tokio::spawn(f(store.clone(), db_url)).await;
             store.close().await.unwrap();
-            r
+            r.map_err(|e| e.into_panic())
         }
-        Err(e) => Ok(Err(e).unwrap()),
+        Err(e) => Err(Box::new(format!("opening {db}: {e}")) as Box<dyn std::any::Any + Send>),
     };
     let _ = admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
     }
 }
 
