@@ -23,7 +23,8 @@ WORK=$(mktemp -d)
 PIDS=()
 
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # SIGINT: pingora's fast shutdown (SIGTERM would drain for the grace period)
+  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -101,7 +102,7 @@ LUA
   login=$(wrk -t1 -c"$CONNS" -d"$DURATION" -s "$WORK/login.lua" "$base/auth/login" | rps)
   proxied=$(wrk -t1 -c64 -d"$DURATION" -H "Authorization: Bearer $token" "$base/api/bench" | rps)
   results+=("$(printf '| %-10s | %12s | %12s | %14s |' "$name" "$reg" "$login" "$proxied")")
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 run_backend sqlite "sqlite://$WORK/bench.db"
