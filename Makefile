@@ -3,7 +3,8 @@
 #   make deps    install missing system packages (cmake, python3-venv)
 #   make build   release build
 #   make demo    build, then run the sidecar with a built-in echo upstream
-#   make test    fmt check, clippy, cargo test, then the conformance subset
+#   make test    fmt check, clippy, cargo test, supply-chain checks, then the conformance subset
+#   make audit   cargo-deny: licenses, bans, sources, advisories (deny.toml)
 #   make fmt | clippy | clean
 #
 # Widen the conformance subset with e.g.
@@ -22,7 +23,7 @@ CONFORMANCE_K ?= (register_login or session or tokens_jwks or service or proxy o
 # sudo only when not root (and only if there is one).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || command -v sudo)
 
-.PHONY: all deps build demo test conformance fmt clippy clean
+.PHONY: all deps build demo test audit conformance fmt clippy clean
 
 all: build
 
@@ -53,7 +54,12 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 	$(CARGO) test --release --locked
+	@$(MAKE) audit
 	@$(MAKE) conformance
+
+# Advisories are skipped with a message when the RustSec database cannot be fetched.
+audit:
+	bash .ci/supply-chain
 
 # The suite runs ./target/release/portcullis; the build is incremental after
 # `cargo test --release` (same profile), so it costs seconds.

@@ -65,6 +65,7 @@ pub async fn patch_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
         name: validate::name("name", body.name.as_deref())?,
         email: body.email.as_deref().map(validate::email).transpose()?,
     };
+    let new_email = update.email.is_some();
     let user = app
         .store
         .update_profile(identity.tenant_id, identity.user_id, update)
@@ -74,6 +75,12 @@ pub async fn patch_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
             StoreError::NotFound(_) => Error::TokenRevoked,
             other => other.into(),
         })?;
+    // the store clears `emailVerified` when the address really changed
+    let email_changed = new_email && !user.email_verified;
+    if email_changed && app.config.accounts.require_email_verification {
+        // the new address must be verified before the next login
+        send_token(app, &user, OneTimeKind::EmailVerification).await?;
+    }
     audit::record(
         app,
         Some(req),
@@ -81,7 +88,7 @@ pub async fn patch_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
         Some(user.id),
         "profile.updated",
         "success",
-        json!({}),
+        json!({ "emailChanged": email_changed }),
     )
     .await;
     Ok(HttpResponse::json(200, &UserView::from(&user)))
@@ -353,28 +360,43 @@ struct ResetBody {
     new_password: Option<String>,
 }
 
-/// `POST /auth/password/reset`: sets the password and revokes every session.
-pub async fn reset_password(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let body: ResetBody = parse_body(req)?;
-    let new = body
-        .new_password
-        .ok_or_else(|| Error::invalid("newPassword", "newPassword is required"))?;
-    let (hash, token) = live_token(app, body.token, OneTimeKind::PasswordReset).await?;
+/// Sets the password of the user a live token of `kind` names, then uses the
+/// token up. A weak password is refused before, so it does not use the token.
+async fn set_password_by_token(
+    app: &App,
+    raw_token: Option<String>,
+    kind: OneTimeKind,
+    password: &str,
+) -> Result<User, Error> {
+    let (hash, token) = live_token(app, raw_token, kind).await?;
     let user = app
         .store
         .user_by_id(token.tenant_id, token.user_id)
         .await?
         .ok_or(Error::InvalidToken)?;
-    // a weak password does not use the token up
-    policy::check_password(&new, &user.email, app.config.accounts.password_min_length)
-        .map_err(Error::WeakPassword)?;
-    let password_hash = app.passwords.hash(&new).await?;
+    policy::check_password(
+        password,
+        &user.email,
+        app.config.accounts.password_min_length,
+    )
+    .map_err(Error::WeakPassword)?;
+    let password_hash = app.passwords.hash(password).await?;
     if !app.store.consume_one_time_token(&hash, now()).await? {
         return Err(Error::InvalidToken);
     }
     app.store
         .set_password(user.tenant_id, user.id, &password_hash)
         .await?;
+    Ok(user)
+}
+
+/// `POST /auth/password/reset`: sets the password and revokes every session.
+pub async fn reset_password(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    let body: ResetBody = parse_body(req)?;
+    let new = body
+        .new_password
+        .ok_or_else(|| Error::invalid("newPassword", "newPassword is required"))?;
+    let user = set_password_by_token(app, body.token, OneTimeKind::PasswordReset, &new).await?;
     app.store.clear_login_failures(user.id).await?;
     let revoked = app
         .store
@@ -413,25 +435,7 @@ pub async fn accept_invite(app: &App, req: &AuthRequest) -> Result<HttpResponse,
     let password = body
         .password
         .ok_or_else(|| Error::invalid("password", "password is required"))?;
-    let (hash, token) = live_token(app, body.token, OneTimeKind::Invite).await?;
-    let user = app
-        .store
-        .user_by_id(token.tenant_id, token.user_id)
-        .await?
-        .ok_or(Error::InvalidToken)?;
-    policy::check_password(
-        &password,
-        &user.email,
-        app.config.accounts.password_min_length,
-    )
-    .map_err(Error::WeakPassword)?;
-    let password_hash = app.passwords.hash(&password).await?;
-    if !app.store.consume_one_time_token(&hash, now()).await? {
-        return Err(Error::InvalidToken);
-    }
-    app.store
-        .set_password(user.tenant_id, user.id, &password_hash)
-        .await?;
+    let user = set_password_by_token(app, body.token, OneTimeKind::Invite, &password).await?;
     let user = app
         .store
         .set_email_verified(user.tenant_id, user.id)

@@ -228,6 +228,8 @@ async fn create_user(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
     let roles = body
         .roles
         .unwrap_or_else(|| app.config.accounts.default_roles.clone());
+    validate_role_names(&roles)?;
+    ensure_grantable(app, &caller, &roles).await?;
     let first_name = validate::name("firstName", body.first_name.as_deref())?;
     let family_name = validate::name("familyName", body.family_name.as_deref())?;
     let (user, invite) = account::create_user(
@@ -284,6 +286,8 @@ pub async fn cut_off(app: &App, user_id: Uuid, reason: &str) -> Result<(), Error
         .revoke_user_sessions(user_id, None, reason)
         .await?;
     app.jwt.revoke_sessions(&revoked);
+    // a cached API key of the user must not outlive the cut-off either
+    app.api_keys.evict_owner(user_id);
     app.otp.forget(user_id);
     // other replicas: the sessions, the owner's cached API keys, the TOTP cache
     app.publish(StoreEvent::Sessions { ids: revoked }).await;
@@ -310,6 +314,7 @@ async fn patch_user(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespon
     }
     if let Some(roles) = &body.roles {
         validate_role_names(roles)?;
+        ensure_grantable(app, &caller, roles).await?;
     }
     let update = AdminUserUpdate {
         first_name: validate::name("firstName", body.first_name.as_deref())?,
@@ -418,6 +423,25 @@ async fn mfa_reset(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespons
 
 fn role_view(r: &Role) -> serde_json::Value {
     json!({ "name": r.name, "permissions": r.permissions, "builtIn": r.built_in })
+}
+
+/// An admin can grant only roles whose permissions they hold themselves, so
+/// `user:write` alone cannot make anyone (themselves included) an admin.
+async fn ensure_grantable(app: &App, caller: &Identity, roles: &[String]) -> Result<(), Error> {
+    let defined = app.store.list_roles(caller.tenant_id).await?;
+    for name in roles {
+        let Some(role) = defined.iter().find(|r| &r.name == name) else {
+            return Err(Error::invalid("roles", format!("unknown role {name}")));
+        };
+        if !role
+            .permissions
+            .iter()
+            .all(|p| grants(&caller.permissions, p))
+        {
+            return Err(Error::Forbidden);
+        }
+    }
+    Ok(())
 }
 
 fn validate_role_names(roles: &[String]) -> Result<(), Error> {

@@ -310,6 +310,7 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
         RefreshOutcome::Reused {
             session_id,
             user_id,
+            tenant_id,
         } => {
             app.jwt.revoke_sessions(&[session_id]);
             app.publish(StoreEvent::Sessions {
@@ -319,7 +320,7 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
             audit::record(
                 app,
                 Some(req),
-                None,
+                Some(tenant_id),
                 Some(user_id),
                 "refresh_token.reused",
                 "session_revoked",

@@ -160,7 +160,11 @@ pub enum RefreshOutcome {
     /// The session was revoked before (logout, reuse, password change).
     Revoked,
     /// The token had already been rotated: the session is now revoked.
-    Reused { session_id: Uuid, user_id: Uuid },
+    Reused {
+        session_id: Uuid,
+        user_id: Uuid,
+        tenant_id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -566,6 +566,7 @@ impl Store for SqliteStore {
                     RefreshOutcome::Reused {
                         session_id: session.id,
                         user_id: session.user_id,
+                        tenant_id: session.tenant_id,
                     }
                 }
                 Some((_, expires_at, None)) if expires_at <= at => RefreshOutcome::Expired,

@@ -11,8 +11,13 @@
 
 mod harness;
 
+mod accounts;
+mod admin;
 mod api_keys;
+mod attacks;
 mod cli;
+mod durability;
+mod input;
 mod mfa;
 mod nginx_forward_auth;
 mod proxy;
