@@ -140,7 +140,8 @@ fn cache_hit(c: &mut Criterion) {
     ));
     let key = json_field(&r.body, "key");
 
-    let policy = app.routes.select(&Method::GET, "/api/orders");
+    let routes = app.routes();
+    let policy = routes.select(&Method::GET, "/api/orders");
     let mut group = c.benchmark_group("cache_hit");
     for (name, header, value) in [
         ("jwt", "authorization", format!("Bearer {jwt}")),

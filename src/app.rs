@@ -20,7 +20,7 @@ use crate::pipeline::authn::jwt::JwtAuthenticator;
 use crate::pipeline::authz::RoutePolicies;
 use crate::pipeline::identity_headers::IdentityHeaderNames;
 use crate::pipeline::otp::OtpStepUp;
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreEvent};
 use crate::tenancy::TenantDirectory;
 use crate::tokens::KeyRing;
 use crate::tokens::assertion::Assertions;
@@ -152,6 +152,43 @@ impl App {
         self.ready.load(Ordering::SeqCst)
             && !self.draining.load(Ordering::SeqCst)
             && self.store.ping().await.is_ok()
+    }
+
+    /// Tells the other replicas about a revocation this one already applied
+    /// locally; a failure is logged (they catch up by cache TTL).
+    pub async fn publish(&self, event: StoreEvent) {
+        if let Err(e) = self.store.publish(&event).await {
+            tracing::warn!(error = %e, ?event, "publishing a revocation to other replicas");
+        }
+    }
+
+    /// Applies a revocation published by a replica (this one included) to
+    /// the caches; `Resync` flushes them all.
+    pub async fn apply_event(&self, event: StoreEvent) {
+        tracing::debug!(?event, "store event");
+        match event {
+            StoreEvent::Sessions { ids } => self.jwt.revoke_sessions(&ids),
+            StoreEvent::Owner { user_id } => {
+                self.api_keys.evict_owner(user_id);
+                self.otp.forget(user_id);
+            }
+            StoreEvent::ApiKey { id } => self.api_keys.evict_key(id),
+            StoreEvent::Mfa { user_id } => self.otp.forget(user_id),
+            StoreEvent::KeysRotated => {
+                if let Err(e) = self.keys.reload().await {
+                    tracing::warn!(error = %e, "reloading signing keys");
+                }
+            }
+            StoreEvent::Resync => {
+                self.jwt.flush();
+                self.api_keys.flush();
+                self.otp.flush();
+                self.tenants.flush();
+                if let Err(e) = self.keys.reload().await {
+                    tracing::warn!(error = %e, "reloading signing keys");
+                }
+            }
+        }
     }
 
     pub fn start_draining(&self) {

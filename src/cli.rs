@@ -306,6 +306,10 @@ fn keys(config: Config, action: KeysAction) -> CliResult {
                     .rotate_signing_key(record, store::now())
                     .await
                     .map_err(|e| e.to_string())?;
+                // replicas sharing the store reload their keys at once
+                if let Err(e) = store.publish(&store::StoreEvent::KeysRotated).await {
+                    eprintln!("warning: could not tell running replicas about the new key ({e}); they pick it up within 30 s");
+                }
                 println!("rotated: new signing key kid={kid} algorithm={:?}", config.jwt.algorithm);
             }
             KeysAction::List => {

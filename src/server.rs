@@ -94,6 +94,9 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
     );
     hup.threads = Some(1);
     server.add_service(hup);
+    let mut events = background_service("store-events", StoreEvents { app: app.clone() });
+    events.threads = Some(1);
+    server.add_service(events);
 
     let mut key_use = background_service("api-key-use", ApiKeyUseFlush { app: app.clone() });
     key_use.threads = Some(1);
@@ -229,5 +232,34 @@ impl BackgroundService for ApiKeyUseFlush {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+/// Applies the revocations other replicas publish through the store
+/// (PostgreSQL LISTEN/NOTIFY; nothing with SQLite) to this replica's caches.
+struct StoreEvents {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for StoreEvents {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let store = self.app.store.clone();
+        let listener = tokio::spawn(async move { store.listen(tx).await });
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.app.apply_event(ev).await,
+                    // the store has no events (SQLite): nothing more to do
+                    None => {
+                        let _ = shutdown.changed().await;
+                        break;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            }
+        }
+        listener.abort();
     }
 }

@@ -42,6 +42,11 @@ impl TenantDirectory {
         }
     }
 
+    /// Forgets every cached tenant.
+    pub fn flush(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// The tenant named by `ident` (UUID or slug), if it exists.
     pub async fn lookup(&self, ident: &str) -> Result<Option<Tenant>, Error> {
         let ident = ident.trim();

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::notify;
 use crate::pipeline::{Identity, authn};
+use crate::store::StoreEvent;
 use crate::store::{
     NewUser, OneTimeKind, OneTimeToken, ProfileUpdate, StoreError, User, UserStatus, now,
 };
@@ -140,6 +141,10 @@ pub async fn change_password(app: &App, req: &AuthRequest) -> Result<HttpRespons
         .revoke_user_sessions(user.id, identity.session_id, "password_changed")
         .await?;
     app.jwt.revoke_sessions(&revoked);
+    app.publish(StoreEvent::Sessions {
+        ids: revoked.clone(),
+    })
+    .await;
     audit::record(
         app,
         Some(req),
@@ -398,6 +403,10 @@ pub async fn reset_password(app: &App, req: &AuthRequest) -> Result<HttpResponse
         .revoke_user_sessions(user.id, None, "password_reset")
         .await?;
     app.jwt.revoke_sessions(&revoked);
+    app.publish(StoreEvent::Sessions {
+        ids: revoked.clone(),
+    })
+    .await;
     audit::record(
         app,
         Some(req),

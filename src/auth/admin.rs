@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::pipeline::authz::grants;
 use crate::pipeline::{Identity, authn};
+use crate::store::StoreEvent;
 use crate::store::{AdminUserUpdate, Role, StoreError, User, UserQuery, UserStatus};
 
 pub const MAX_PAGE_SIZE: u32 = 100;
@@ -288,6 +289,9 @@ pub async fn cut_off(app: &App, user_id: Uuid, reason: &str) -> Result<(), Error
     // a cached API key of the user must not outlive the cut-off either
     app.api_keys.evict_owner(user_id);
     app.otp.forget(user_id);
+    // other replicas: the sessions, the owner's cached API keys, the TOTP cache
+    app.publish(StoreEvent::Sessions { ids: revoked }).await;
+    app.publish(StoreEvent::Owner { user_id }).await;
     Ok(())
 }
 
@@ -334,6 +338,7 @@ async fn patch_user(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespon
     } else if user.roles != target.roles {
         // API keys take their permissions from the owner's roles on a cache miss
         app.api_keys.evict_owner(user.id);
+        app.publish(StoreEvent::Owner { user_id: user.id }).await;
     }
     audit::record(
         app,
@@ -399,6 +404,7 @@ async fn mfa_reset(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespons
     let target = find_user(app, caller.tenant_id, id).await?;
     app.store.disable_mfa(target.id).await?;
     app.otp.forget(target.id);
+    app.publish(StoreEvent::Mfa { user_id: target.id }).await;
     audit::record(
         app,
         Some(req),

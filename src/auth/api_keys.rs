@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::pipeline::authz::grants;
 use crate::pipeline::{Identity, authn};
+use crate::store::StoreEvent;
 use crate::store::{ApiKey, NewApiKey, User, UserStatus, now};
 use crate::tenancy::TENANT_HEADER;
 
@@ -298,6 +299,7 @@ pub async fn revoke(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
         return Err(Error::NotFound);
     }
     app.api_keys.evict_key(id);
+    app.publish(StoreEvent::ApiKey { id }).await;
     audit::record(
         app,
         Some(req),

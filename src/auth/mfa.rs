@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::metrics;
 use crate::pipeline::{Identity, authn};
+use crate::store::StoreEvent;
 use crate::store::{MfaRecord, StoreError, User, UserStatus, now};
 
 pub const MFA_TOKEN_PREFIX: &str = "mfa_";
@@ -139,6 +140,7 @@ pub async fn enable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
             other => other.into(),
         })?;
     app.otp.forget(user.id);
+    app.publish(StoreEvent::Mfa { user_id: user.id }).await;
     audit::record(
         app,
         Some(req),
@@ -191,6 +193,7 @@ pub async fn confirm(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
         return Err(wrong_code(app, req, &user, "mfa.confirm").await);
     }
     app.otp.forget(user.id);
+    app.publish(StoreEvent::Mfa { user_id: user.id }).await;
     audit::record(
         app,
         Some(req),
@@ -238,6 +241,7 @@ pub async fn disable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
     }
     app.store.disable_mfa(user.id).await?;
     app.otp.forget(user.id);
+    app.publish(StoreEvent::Mfa { user_id: user.id }).await;
     audit::record(
         app,
         Some(req),

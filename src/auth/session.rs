@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::metrics;
 use crate::pipeline::authn;
+use crate::store::StoreEvent;
 use crate::store::{
     NewSession, NewUser, OneTimeKind, RefreshOutcome, StoreError, User, UserStatus, now,
 };
@@ -312,6 +313,10 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
             tenant_id,
         } => {
             app.jwt.revoke_sessions(&[session_id]);
+            app.publish(StoreEvent::Sessions {
+                ids: vec![session_id],
+            })
+            .await;
             audit::record(
                 app,
                 Some(req),
@@ -335,6 +340,10 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
             .revoke_session(session.id, "user_inactive")
             .await?;
         app.jwt.revoke_sessions(&[session.id]);
+        app.publish(StoreEvent::Sessions {
+            ids: vec![session.id],
+        })
+        .await;
         return Err(Error::TokenRevoked);
     };
     // fresh roles and permissions go into the new access token
@@ -376,6 +385,10 @@ pub async fn logout(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
         app.store.revoke_session(*sid, "logout").await?;
     }
     app.jwt.revoke_sessions(&sessions);
+    app.publish(StoreEvent::Sessions {
+        ids: sessions.clone(),
+    })
+    .await;
     audit::record(
         app,
         Some(req),
@@ -397,6 +410,10 @@ pub async fn logout_all(app: &App, req: &AuthRequest) -> Result<HttpResponse, Er
         .revoke_user_sessions(identity.user_id, None, "logout_all")
         .await?;
     app.jwt.revoke_sessions(&revoked);
+    app.publish(StoreEvent::Sessions {
+        ids: revoked.clone(),
+    })
+    .await;
     audit::record(
         app,
         Some(req),

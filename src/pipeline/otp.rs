@@ -41,6 +41,11 @@ impl Default for OtpStepUp {
 }
 
 impl OtpStepUp {
+    /// Forgets every cached enrolment.
+    pub fn flush(&self) {
+        self.enrolled.invalidate_all();
+    }
+
     /// Forget what is cached for the user (enable, confirm, disable, reset).
     pub fn forget(&self, user_id: Uuid) {
         self.enrolled.invalidate(&user_id);

@@ -9,7 +9,10 @@ use uuid::Uuid;
 
 use crate::config::{Config, DatabaseLocation};
 
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 /// Built-in roles every tenant gets (SPEC §6).
 pub const BUILT_IN_ROLES: &[(&str, &[&str])] = &[
@@ -448,6 +451,37 @@ pub trait Store: Send + Sync + 'static {
     /// Records when keys were last used (`(key id, unix seconds)`), in one
     /// write; a time never moves backwards.
     async fn record_api_key_use(&self, uses: Vec<(Uuid, i64)>) -> StoreResult<()>;
+
+    // revocation propagation between replicas
+    /// Tells every replica sharing this store (this one included) about a
+    /// revocation. The default (single-process stores) does nothing.
+    async fn publish(&self, _event: &StoreEvent) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Delivers the events other replicas publish to `events` until the
+    /// receiver is dropped; sends [`StoreEvent::Resync`] after every
+    /// (re)connection so caches are flushed. The default returns at once
+    /// (a single process has nobody to hear from).
+    async fn listen(&self, _events: tokio::sync::mpsc::UnboundedSender<StoreEvent>) {}
+}
+
+/// A revocation to apply on every replica's caches.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum StoreEvent {
+    /// Sessions revoked (logout, refresh reuse, password change, admin cut-off).
+    Sessions { ids: Vec<Uuid> },
+    /// The user was disabled, deleted or re-roled: their API keys re-verify.
+    Owner { user_id: Uuid },
+    /// One API key revoked.
+    ApiKey { id: Uuid },
+    /// The user's MFA enrolment changed.
+    Mfa { user_id: Uuid },
+    /// The signing keys changed (`keys rotate`).
+    KeysRotated,
+    /// Not published: the listener (re)connected and events may have been
+    /// missed, so every cache is flushed.
+    Resync,
 }
 
 /// Opens (creating and migrating when needed) the store `database.url` names.
@@ -459,8 +493,11 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, String> {
                 .map_err(|e| format!("cannot open SQLite database {}: {e}", path.display()))?;
             Ok(Arc::new(store))
         }
-        DatabaseLocation::Postgres(_) => {
-            Err("database.url: PostgreSQL is not available in this build yet; use sqlite://".into())
+        DatabaseLocation::Postgres(url) => {
+            let store = postgres::PgStore::open(&url)
+                .await
+                .map_err(|e| format!("cannot open PostgreSQL database: {e}"))?;
+            Ok(Arc::new(store))
         }
     }
 }

@@ -23,6 +23,7 @@ mod mfa;
 mod nginx_forward_auth;
 mod proxy;
 mod register_login;
+mod replicas;
 mod service;
 mod session;
 mod tokens;

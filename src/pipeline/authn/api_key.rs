@@ -114,6 +114,12 @@ impl ApiKeyAuthenticator {
             .invalidate_entries_if(move |_, identity| identity.key_id == Some(key_id));
     }
 
+    /// Forgets every verified and rejected key: the next use re-reads the store.
+    pub fn flush(&self) {
+        self.verified.invalidate_all();
+        self.rejected.invalidate_all();
+    }
+
     /// Makes every key of a user fail over to the store at once (the owner was
     /// disabled, deleted, or their roles changed).
     pub fn evict_owner(&self, user_id: Uuid) {

@@ -82,6 +82,12 @@ impl JwtAuthenticator {
         Ok(identity)
     }
 
+    /// Forgets every verified token (the revoked sessions stay known), so
+    /// the next use re-reads its session from the store.
+    pub fn flush(&self) {
+        self.verified.invalidate_all();
+    }
+
     /// Makes the sessions' tokens fail at once on this replica.
     pub fn revoke_sessions(&self, ids: &[Uuid]) {
         for id in ids {
