@@ -156,6 +156,27 @@ impl App {
 
     /// Tells the other replicas about a revocation this one already applied
     /// locally; a failure is logged (they catch up by cache TTL).
+    /// Revokes every live session of the user except `keep`: in the store, in
+    /// this replica's caches at once, and on the others through the store's
+    /// events. Returns the sessions revoked.
+    pub async fn revoke_user_sessions(
+        &self,
+        user_id: uuid::Uuid,
+        keep: Option<uuid::Uuid>,
+        reason: &str,
+    ) -> Result<Vec<uuid::Uuid>, crate::error::Error> {
+        let revoked = self
+            .store
+            .revoke_user_sessions(user_id, keep, reason)
+            .await?;
+        self.jwt.revoke_sessions(&revoked);
+        self.publish(StoreEvent::Sessions {
+            ids: revoked.clone(),
+        })
+        .await;
+        Ok(revoked)
+    }
+
     pub async fn publish(&self, event: StoreEvent) {
         if let Err(e) = self.store.publish(&event).await {
             tracing::warn!(error = %e, ?event, "publishing a revocation to other replicas");

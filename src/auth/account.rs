@@ -16,7 +16,6 @@ use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::notify;
 use crate::pipeline::{Identity, authn};
-use crate::store::StoreEvent;
 use crate::store::{
     NewUser, OneTimeKind, OneTimeToken, ProfileUpdate, StoreError, User, UserStatus, now,
 };
@@ -137,14 +136,8 @@ pub async fn change_password(app: &App, req: &AuthRequest) -> Result<HttpRespons
         .set_password(user.tenant_id, user.id, &hash)
         .await?;
     let revoked = app
-        .store
         .revoke_user_sessions(user.id, identity.session_id, "password_changed")
         .await?;
-    app.jwt.revoke_sessions(&revoked);
-    app.publish(StoreEvent::Sessions {
-        ids: revoked.clone(),
-    })
-    .await;
     audit::record(
         app,
         Some(req),
@@ -399,14 +392,8 @@ pub async fn reset_password(app: &App, req: &AuthRequest) -> Result<HttpResponse
     let user = set_password_by_token(app, body.token, OneTimeKind::PasswordReset, &new).await?;
     app.store.clear_login_failures(user.id).await?;
     let revoked = app
-        .store
         .revoke_user_sessions(user.id, None, "password_reset")
         .await?;
-    app.jwt.revoke_sessions(&revoked);
-    app.publish(StoreEvent::Sessions {
-        ids: revoked.clone(),
-    })
-    .await;
     audit::record(
         app,
         Some(req),

@@ -281,16 +281,11 @@ struct PatchUserBody {
 
 /// Ends every session (and cached credential) of the user at once.
 pub async fn cut_off(app: &App, user_id: Uuid, reason: &str) -> Result<(), Error> {
-    let revoked = app
-        .store
-        .revoke_user_sessions(user_id, None, reason)
-        .await?;
-    app.jwt.revoke_sessions(&revoked);
+    app.revoke_user_sessions(user_id, None, reason).await?;
     // a cached API key of the user must not outlive the cut-off either
     app.api_keys.evict_owner(user_id);
     app.otp.forget(user_id);
-    // other replicas: the sessions, the owner's cached API keys, the TOTP cache
-    app.publish(StoreEvent::Sessions { ids: revoked }).await;
+    // other replicas: the owner's cached API keys and TOTP state
     app.publish(StoreEvent::Owner { user_id }).await;
     Ok(())
 }

@@ -406,14 +406,8 @@ pub async fn logout(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
 pub async fn logout_all(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
     let identity = authn::require(app, &req.headers).await?;
     let revoked = app
-        .store
         .revoke_user_sessions(identity.user_id, None, "logout_all")
         .await?;
-    app.jwt.revoke_sessions(&revoked);
-    app.publish(StoreEvent::Sessions {
-        ids: revoked.clone(),
-    })
-    .await;
     audit::record(
         app,
         Some(req),
