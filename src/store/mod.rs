@@ -224,6 +224,52 @@ pub struct UserQuery {
     pub limit: u32,
 }
 
+impl UserQuery {
+    /// The SQL condition on `users` (after the tenant) and its text
+    /// arguments; `placeholder(n)` spells the n-th (1-based) parameter of the
+    /// backend (`?n` or `$n`). The tenant id is parameter 1.
+    pub fn filter(
+        &self,
+        tenant_id: Uuid,
+        placeholder: fn(usize) -> String,
+    ) -> (String, Vec<String>) {
+        let mut clause = format!("tenant_id = {}", placeholder(1));
+        let mut args = vec![tenant_id.to_string()];
+        if let Some(q) = self.q.as_deref().filter(|q| !q.is_empty()) {
+            args.push(format!(
+                "%{}%",
+                q.to_lowercase()
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            ));
+            let p = placeholder(args.len());
+            clause.push_str(&format!(
+                " AND (email LIKE {p} ESCAPE '\\' OR lower(coalesce(first_name, '')) LIKE {p} ESCAPE '\\'
+                      OR lower(coalesce(family_name, '')) LIKE {p} ESCAPE '\\'
+                      OR lower(coalesce(name, '')) LIKE {p} ESCAPE '\\')"
+            ));
+        }
+        let at = now();
+        match self.status.as_deref() {
+            Some("active") => clause.push_str(&format!(
+                " AND status = 'active' AND (locked_until IS NULL OR locked_until <= {at})"
+            )),
+            Some("disabled") => clause.push_str(" AND status = 'disabled'"),
+            Some("locked") => {
+                clause.push_str(&format!(" AND status = 'active' AND locked_until > {at}"))
+            }
+            _ => {}
+        }
+        (clause, args)
+    }
+
+    /// Rows to skip for the page.
+    pub fn offset(&self) -> i64 {
+        (self.page.max(1) as i64 - 1) * self.limit as i64
+    }
+}
+
 /// What an admin may change on a user; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct AdminUserUpdate {

@@ -1160,36 +1160,7 @@ impl Store for PgStore {
 
     async fn list_users(&self, tenant_id: Uuid, query: UserQuery) -> StoreResult<(Vec<User>, u64)> {
         let c = self.client().await?;
-        let mut clause = String::from("tenant_id = $1");
-        let mut args: Vec<String> = vec![tenant_id.to_string()];
-        if let Some(q) = query.q.filter(|q| !q.is_empty()) {
-            let like = format!(
-                "%{}%",
-                q.to_lowercase()
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
-            args.push(like);
-            let n = args.len();
-            clause.push_str(&format!(
-                " AND (email LIKE ${n} ESCAPE '\\' OR lower(coalesce(first_name, '')) LIKE ${n} ESCAPE '\\'
-                      OR lower(coalesce(family_name, '')) LIKE ${n} ESCAPE '\\'
-                      OR lower(coalesce(name, '')) LIKE ${n} ESCAPE '\\')"
-            ));
-        }
-        match query.status.as_deref() {
-            Some("active") => clause.push_str(&format!(
-                " AND status = 'active' AND (locked_until IS NULL OR locked_until <= {})",
-                now()
-            )),
-            Some("disabled") => clause.push_str(" AND status = 'disabled'"),
-            Some("locked") => clause.push_str(&format!(
-                " AND status = 'active' AND locked_until > {}",
-                now()
-            )),
-            _ => {}
-        }
+        let (clause, args) = query.filter(tenant_id, pg_placeholder);
         let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
             .iter()
             .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
@@ -1202,7 +1173,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?
             .get(0);
-        let offset = (query.page.max(1) as i64 - 1) * query.limit as i64;
+        let offset = query.offset();
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM users WHERE {clause}
               ORDER BY created_at, id LIMIT {} OFFSET {offset}",
@@ -1611,4 +1582,8 @@ impl Store for PgStore {
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
+}
+
+fn pg_placeholder(n: usize) -> String {
+    format!("${n}")
 }

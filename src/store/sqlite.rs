@@ -1022,36 +1022,7 @@ impl Store for SqliteStore {
 
     async fn list_users(&self, tenant_id: Uuid, query: UserQuery) -> StoreResult<(Vec<User>, u64)> {
         self.call(move |c| {
-            let mut clause = String::from("tenant_id = ?1");
-            let mut args: Vec<String> = vec![tenant_id.to_string()];
-            if let Some(q) = query.q.filter(|q| !q.is_empty()) {
-                let like = format!(
-                    "%{}%",
-                    q.to_lowercase()
-                        .replace('\\', "\\\\")
-                        .replace('%', "\\%")
-                        .replace('_', "\\_")
-                );
-                args.push(like);
-                let n = args.len();
-                clause.push_str(&format!(
-                    " AND (email LIKE ?{n} ESCAPE '\\' OR lower(coalesce(first_name, '')) LIKE ?{n} ESCAPE '\\'
-                          OR lower(coalesce(family_name, '')) LIKE ?{n} ESCAPE '\\'
-                          OR lower(coalesce(name, '')) LIKE ?{n} ESCAPE '\\')"
-                ));
-            }
-            match query.status.as_deref() {
-                Some("active") => clause.push_str(&format!(
-                    " AND status = 'active' AND (locked_until IS NULL OR locked_until <= {})",
-                    now()
-                )),
-                Some("disabled") => clause.push_str(" AND status = 'disabled'"),
-                Some("locked") => clause.push_str(&format!(
-                    " AND status = 'active' AND locked_until > {}",
-                    now()
-                )),
-                _ => {}
-            }
+            let (clause, args) = query.filter(tenant_id, sqlite_placeholder);
             let total: i64 = c
                 .query_row(
                     &format!("SELECT COUNT(*) FROM users WHERE {clause}"),
@@ -1059,7 +1030,7 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .map_err(map_err)?;
-            let offset = (query.page.max(1) as i64 - 1) * query.limit as i64;
+            let offset = query.offset();
             let sql = format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE {clause}
                   ORDER BY created_at, id LIMIT {} OFFSET {offset}",
@@ -1518,6 +1489,11 @@ fn api_key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
         revoked_at: r.get(9)?,
         last_used_at: r.get(10)?,
     })
+}
+
+/// The n-th (1-based) query parameter in this backend's SQL.
+fn sqlite_placeholder(n: usize) -> String {
+    format!("?{n}")
 }
 
 #[cfg(test)]
