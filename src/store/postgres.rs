@@ -334,6 +334,25 @@ async fn load_roles<C: GenericClient + Sync>(c: &C, user: &mut User) -> StoreRes
     Ok(())
 }
 
+/// Gives the user `roles` of the tenant; `NotFound("role …")` for an unknown one.
+async fn grant_roles<C: GenericClient + Sync>(
+    c: &C,
+    user_id: &String,
+    tenant_id: &String,
+    roles: &[String],
+) -> StoreResult<()> {
+    for role in roles {
+        c.execute(
+            "INSERT INTO user_roles (user_id, tenant_id, role) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[user_id, tenant_id, role],
+        )
+        .await
+        .map_err(role_err(role))?;
+    }
+    Ok(())
+}
+
 async fn user_by<C: GenericClient + Sync>(
     c: &C,
     clause: &str,
@@ -526,15 +545,7 @@ impl Store for PgStore {
         )
         .await
         .map_err(pg_err)?;
-        for role in &new.roles {
-            tx.execute(
-                "INSERT INTO user_roles (user_id, tenant_id, role) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                &[&id, &tid, role],
-            )
-            .await
-            .map_err(role_err(role))?;
-        }
+        grant_roles(&*tx, &id, &tid, &new.roles).await?;
         let user = user_by(&*tx, "id = $1", &[&id])
             .await?
             .ok_or_else(|| StoreError::Other("user vanished".into()))?;
@@ -1223,15 +1234,7 @@ impl Store for PgStore {
             tx.execute("DELETE FROM user_roles WHERE user_id = $1", &[&uid])
                 .await
                 .map_err(pg_err)?;
-            for role in roles {
-                tx.execute(
-                    "INSERT INTO user_roles (user_id, tenant_id, role) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
-                    &[&uid, &tid, role],
-                )
-                .await
-                .map_err(role_err(role))?;
-            }
+            grant_roles(&*tx, &uid, &tid, roles).await?;
         }
         let user = user_by(&*tx, "id = $1", &[&uid])
             .await?

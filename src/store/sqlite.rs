@@ -239,6 +239,26 @@ fn insert_tenant(conn: &Connection, slug: &str, name: &str) -> rusqlite::Result<
     Ok(t)
 }
 
+/// Gives the user `roles` of the tenant; `NotFound("role …")` for an unknown one.
+fn grant_roles(
+    conn: &Connection,
+    user_id: &str,
+    tenant_id: &str,
+    roles: &[String],
+) -> StoreResult<()> {
+    for role in roles {
+        conn.execute(
+            "INSERT OR IGNORE INTO user_roles (user_id, tenant_id, role) VALUES (?1, ?2, ?3)",
+            params![user_id, tenant_id, role],
+        )
+        .map_err(|e| match map_err(e) {
+            StoreError::NotFound(_) => StoreError::NotFound(format!("role {role}")),
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
 fn revoke(conn: &Connection, id: &str, reason: &str, at: i64) -> rusqlite::Result<bool> {
     let n = conn.execute(
         "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3
@@ -352,16 +372,7 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(map_err)?;
-            for role in &new.roles {
-                tx.execute(
-                    "INSERT OR IGNORE INTO user_roles (user_id, tenant_id, role) VALUES (?1, ?2, ?3)",
-                    params![id.to_string(), new.tenant_id.to_string(), role],
-                )
-                .map_err(|e| match map_err(e) {
-                    StoreError::NotFound(_) => StoreError::NotFound(format!("role {role}")),
-                    other => other,
-                })?;
-            }
+            grant_roles(&tx, &id.to_string(), &new.tenant_id.to_string(), &new.roles)?;
             let user = user_where(&tx, "id = ?1", &[&id.to_string()])
                 .map_err(map_err)?
                 .ok_or_else(|| StoreError::Other("user vanished".into()))?;
@@ -1081,16 +1092,7 @@ impl Store for SqliteStore {
             if let Some(roles) = &update.roles {
                 tx.execute("DELETE FROM user_roles WHERE user_id = ?1", [&uid])
                     .map_err(map_err)?;
-                for role in roles {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO user_roles (user_id, tenant_id, role) VALUES (?1, ?2, ?3)",
-                        params![uid, tid, role],
-                    )
-                    .map_err(|e| match map_err(e) {
-                        StoreError::NotFound(_) => StoreError::NotFound(format!("role {role}")),
-                        other => other,
-                    })?;
-                }
+                grant_roles(&tx, &uid, &tid, roles)?;
             }
             let user = user_where(&tx, "id = ?1", &[&uid])
                 .map_err(map_err)?
