@@ -41,6 +41,7 @@ misses() {
     curl -s "http://127.0.0.1:$((PORT + 1))/metrics" |
         awk '/^portcullis_auth_cache_requests_total\{cache="jwt",result="miss"\}/ {n = $2} END {print n + 0}'
 }
+idle=$(rss)
 # wrk presents each token once (bench/wrk/tokens_once.lua); stop it when all were verified
 TOKENS="$TMP/tokens.txt" wrk -t1 -c16 -d120s -s "$BENCH_DIR/wrk/tokens_once.lua" \
     "http://127.0.0.1:$PORT/api/bench" >"$TMP/wrk.out" 2>&1 &
@@ -52,6 +53,7 @@ cached=$(misses)
 sleep 1
 after=$(rss)
 mib=$(awk -v k="$after" 'BEGIN{printf "%.1f", k/1024}')
-desc="$mib MiB resident with $cached distinct JWTs verified and cached"
+idle_mib=$(awk -v k="$idle" 'BEGIN{printf "%.1f", k/1024}')
+desc="$mib MiB resident with $cached distinct JWTs verified and cached ($idle_mib MiB before)"
 echo "$desc $mib" >"$OUT"
 echo "memory: $desc"

@@ -2,7 +2,8 @@
 # Side-by-side benchmark of portcullis against nginx (issue 8).
 #
 #   bench/run.sh                      # build must exist: cargo build --release
-#   ROUNDS=3 DURATION=5 CONNECTIONS=64 MEMORY=1 bench/run.sh
+#   ROUNDS=3 DURATION=5 CONNECTIONS=64 MEMORY=1 THREADS=1 bench/run.sh
+#   ONLY='^(2|4|5)_' MEMORY=0 bench/run.sh   # a quick look at some cases, no report
 #
 # Starts, on loopback, an nginx `return 200` upstream, an nginx proxy_pass
 # (upstream keep-alive), an nginx auth_request -> portcullis /auth/verify
@@ -25,6 +26,9 @@ CONNECTIONS=${CONNECTIONS:-64}
 LOGIN_CONNECTIONS=${LOGIN_CONNECTIONS:-4}
 MISS_TOKENS=${MISS_TOKENS:-3000}
 OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
+# portcullis' server.threads; 1 matches nginx's one worker (see BENCHMARKS.md)
+THREADS=${THREADS:-1}
+ONLY=${ONLY:-}
 BASE_PORT=${BENCH_BASE_PORT:-18100}
 UP=$((BASE_PORT + 1)) NGX=$((BASE_PORT + 2)) NGXAUTH=$((BASE_PORT + 3))
 PC=$((BASE_PORT + 10)) PCADMIN=$((BASE_PORT + 11))
@@ -110,6 +114,8 @@ nginx_conf authreq "$NGXAUTH" '        location / {
         }'
 
 cat >"$TMP/portcullis.toml" <<EOF
+[server]
+threads = $THREADS
 [proxy]
 listen = "127.0.0.1:$PC"
 [admin]
@@ -193,6 +199,12 @@ CASES=(
     "8_login_storm|portcullis|http://127.0.0.1:$PC/api/bench|-H|Authorization: Bearer $JWT"
 )
 
+if [ -n "$ONLY" ]; then
+    selected=()
+    for spec in "${CASES[@]}"; do [[ $spec =~ $ONLY ]] && selected+=("$spec"); done
+    CASES=("${selected[@]}")
+fi
+
 RESULTS="$TMP/results.tsv"
 printf 'case\tround\trequests\tseconds\tnon2xx\terrors\tp50\tp99\tp999\tcpu_us\tlogins\n' >"$RESULTS"
 
@@ -264,6 +276,10 @@ if [ "${MEMORY:-1}" = 1 ]; then
         MEMORY_ARGS=(--memory "$TMP/memory")
 fi
 ELAPSED=$(($(date +%s) - START))
+if [ -n "$ONLY" ]; then
+    echo "ONLY=$ONLY: no report written"
+    exit 0
+fi
 
 python3 "$BENCH_DIR/report.py" "$RESULTS" "$OUT" \
     --cores "$(nproc)" --rounds "$ROUNDS" --duration "$DURATION" --connections "$CONNECTIONS" \

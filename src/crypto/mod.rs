@@ -21,7 +21,17 @@ pub fn random_token(prefix: &str) -> String {
 
 /// SHA-256 of a secret token, base64url: what the store keeps instead of the token.
 pub fn token_hash(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+    digest_hash(&token_digest(token))
+}
+
+/// The stored form of a [`token_digest`].
+pub fn digest_hash(digest: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(digest)
+}
+
+/// The raw SHA-256 of a token: the key of the in-memory credential caches.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Compares two secrets without leaking where they differ.

@@ -130,7 +130,6 @@ mod tests {
             session_id: None,
             key_id: None,
             mfa: false,
-            expires_at: i64::MAX,
             upstream_headers: Default::default(),
         }
     }

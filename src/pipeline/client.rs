@@ -52,7 +52,20 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+        .unwrap_or_else(new_request_id)
+}
+
+/// A UUIDv7 from the thread-local userspace CSPRNG: `Uuid::now_v7` asks the
+/// kernel (`getrandom`) twice per id, a syscall pair on every proxied request.
+fn new_request_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut random = [0u8; 10];
+    rand::fill(&mut random);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -87,5 +100,16 @@ mod tests {
         let long = "x".repeat(200);
         assert_ne!(request_id(&headers(&[("x-request-id", &long)])), long);
         assert!(!request_id(&HeaderMap::new()).is_empty());
+    }
+
+    #[test]
+    fn generated_request_ids_are_distinct_v7_uuids() {
+        let a = request_id(&HeaderMap::new());
+        let b = request_id(&HeaderMap::new());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let parsed = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(parsed.get_version_num(), 7, "{id}");
+        }
     }
 }

@@ -14,19 +14,67 @@ use super::Identity;
 use super::client::ClientInfo;
 use crate::config::ProxySection;
 
+/// A header name twice: for header maps, and as written on the wire upstream
+/// in the configured spelling (`X-Auth-User-Id`). pingora keeps the wire
+/// spelling of every upstream header; handing it a shared [`Bytes`] spares
+/// it a copy per header per request.
+#[derive(Debug, Clone)]
+pub struct WireName {
+    name: HeaderName,
+    wire: Bytes,
+}
+
+impl WireName {
+    fn new(name: HeaderName, wire: Bytes) -> Self {
+        WireName { name, wire }
+    }
+
+    const fn fixed(name: &'static str, wire: &'static str) -> Self {
+        WireName {
+            name: HeaderName::from_static(name),
+            wire: Bytes::from_static(wire.as_bytes()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The spelling pingora writes upstream (a cheap reference-counted clone).
+    pub fn wire(&self) -> Bytes {
+        self.wire.clone()
+    }
+}
+
+impl PartialEq<str> for WireName {
+    fn eq(&self, other: &str) -> bool {
+        self.name == other
+    }
+}
+
+impl PartialEq<&str> for WireName {
+    fn eq(&self, other: &&str) -> bool {
+        self.name == *other
+    }
+}
+
+const REQUEST_ID: WireName = WireName::fixed("x-request-id", "X-Request-Id");
+const FORWARDED_FOR: WireName = WireName::fixed("x-forwarded-for", "X-Forwarded-For");
+const FORWARDED_PROTO: WireName = WireName::fixed("x-forwarded-proto", "X-Forwarded-Proto");
+
 /// Identity header names under the configured prefix, built once at start.
 pub struct IdentityHeaderNames {
     prefix_lower: String,
-    user_id: HeaderName,
-    tenant_id: HeaderName,
-    email: HeaderName,
-    roles: HeaderName,
-    permissions: HeaderName,
-    method: HeaderName,
-    session_id: HeaderName,
-    key_id: HeaderName,
-    mfa: HeaderName,
-    assertion: HeaderName,
+    user_id: WireName,
+    tenant_id: WireName,
+    email: WireName,
+    roles: WireName,
+    permissions: WireName,
+    method: WireName,
+    session_id: WireName,
+    key_id: WireName,
+    mfa: WireName,
+    assertion: WireName,
     /// Bearer tokens with this prefix are API keys (`api_keys.prefix`).
     api_key_prefix: String,
 }
@@ -34,7 +82,9 @@ pub struct IdentityHeaderNames {
 impl IdentityHeaderNames {
     pub fn new(prefix: &str) -> Result<Self, String> {
         let name = |suffix: &str| {
-            HeaderName::from_bytes(format!("{prefix}{suffix}").to_ascii_lowercase().as_bytes())
+            let wire = format!("{prefix}{suffix}");
+            HeaderName::from_bytes(wire.to_ascii_lowercase().as_bytes())
+                .map(|name| WireName::new(name, Bytes::from(wire)))
                 .map_err(|e| format!("proxy.identity_header_prefix: {e}"))
         };
         Ok(IdentityHeaderNames {
@@ -102,7 +152,7 @@ enum Field {
 }
 
 impl IdentityHeaderNames {
-    fn name(&self, field: Field) -> &HeaderName {
+    fn name(&self, field: Field) -> &WireName {
         match field {
             Field::UserId => &self.user_id,
             Field::TenantId => &self.tenant_id,
@@ -149,7 +199,7 @@ impl std::fmt::Debug for Precomputed {
 #[derive(Debug, Default)]
 pub struct UpstreamEdits {
     pub remove: Vec<HeaderName>,
-    pub insert: Vec<(HeaderName, HeaderValue)>,
+    pub insert: Vec<(WireName, HeaderValue)>,
 }
 
 fn value(s: &str) -> Option<HeaderValue> {
@@ -164,25 +214,25 @@ pub fn identity_values(
     assertion: Option<&str>,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(11);
-    push_identity_values(names, id, assertion, &mut out);
+    for_each_identity_value(names, id, assertion, |n, v| out.push((n.name.clone(), v)));
     out
 }
 
-fn push_identity_values(
+fn for_each_identity_value(
     names: &IdentityHeaderNames,
     id: &Identity,
     assertion: Option<&str>,
-    out: &mut Vec<(HeaderName, HeaderValue)>,
+    mut out: impl FnMut(&WireName, HeaderValue),
 ) {
     let rendered = id.upstream_headers.0.get_or_init(|| render(id));
     for &(field, start, end) in rendered.spans.iter() {
         let slice = rendered.buf.slice(start as usize..end as usize);
         if let Ok(v) = HeaderValue::from_maybe_shared(slice) {
-            out.push((names.name(field).clone(), v));
+            out(names.name(field), v);
         }
     }
     if let Some(v) = assertion.and_then(value) {
-        out.push((names.assertion.clone(), v));
+        out(&names.assertion, v);
     }
 }
 
@@ -238,27 +288,27 @@ pub fn upstream_edits(
         remove: Vec::with_capacity(4),
         insert: Vec::with_capacity(16),
     };
+    // only what is there: a removal costs two map look-ups in pingora
     for name in incoming.keys() {
-        if names.is_identity_header(name.as_str()) {
+        if names.is_identity_header(name.as_str()) || name == super::authn::API_KEY_HEADER {
             edits.remove.push(name.clone());
         }
     }
-    edits
-        .remove
-        .push(HeaderName::from_static(super::authn::API_KEY_HEADER));
-    let bearer_api_key = !names.api_key_prefix.is_empty()
-        && super::authn::bearer_token(incoming)
-            .is_some_and(|t| t.starts_with(names.api_key_prefix.as_str()));
-    if !cfg.forward_authorization || bearer_api_key {
-        edits.remove.push(http::header::AUTHORIZATION);
+    if incoming.contains_key(http::header::AUTHORIZATION) {
+        let bearer_api_key = !names.api_key_prefix.is_empty()
+            && super::authn::bearer_token(incoming)
+                .is_some_and(|t| t.starts_with(names.api_key_prefix.as_str()));
+        if !cfg.forward_authorization || bearer_api_key {
+            edits.remove.push(http::header::AUTHORIZATION);
+        }
     }
     if let Some(id) = identity {
-        push_identity_values(names, id, assertion, &mut edits.insert);
+        for_each_identity_value(names, id, assertion, |n, v| {
+            edits.insert.push((n.clone(), v))
+        });
     }
     if let Some(v) = value(request_id) {
-        edits
-            .insert
-            .push((HeaderName::from_static("x-request-id"), v));
+        edits.insert.push((REQUEST_ID, v));
     }
     let peer = client.peer.to_string();
     let xff = if client.peer_trusted {
@@ -276,18 +326,14 @@ pub fn upstream_edits(
         peer
     };
     if let Some(v) = value(&xff) {
-        edits
-            .insert
-            .push((HeaderName::from_static("x-forwarded-for"), v));
+        edits.insert.push((FORWARDED_FOR, v));
     }
     let proto = incoming
         .get("x-forwarded-proto")
         .filter(|_| client.peer_trusted)
         .cloned()
         .unwrap_or(HeaderValue::from_static("http"));
-    edits
-        .insert
-        .push((HeaderName::from_static("x-forwarded-proto"), proto));
+    edits.insert.push((FORWARDED_PROTO, proto));
     edits
 }
 
@@ -367,7 +413,6 @@ mod tests {
             session_id: Some(uuid::Uuid::nil()),
             key_id: None,
             mfa: false,
-            expires_at: 0,
             upstream_headers: Default::default(),
         };
         let e = upstream_edits(
@@ -405,7 +450,6 @@ mod tests {
             session_id: None,
             key_id: None,
             mfa: false,
-            expires_at: 0,
             upstream_headers: Default::default(),
         };
         let has_mfa = |v: &[(HeaderName, HeaderValue)]| v.iter().any(|(n, _)| n == "x-auth-mfa");
@@ -454,7 +498,6 @@ mod tests {
             session_id: None,
             key_id: Some(kid),
             mfa: false,
-            expires_at: i64::MAX,
             upstream_headers: Default::default(),
         };
         // forward_authorization = true (the default) does not forward a key

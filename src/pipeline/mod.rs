@@ -20,7 +20,8 @@ pub mod identity_headers;
 pub mod otp;
 pub mod path;
 
-/// Who a verified credential speaks for; cached, so shared behind an `Arc`.
+/// Who a verified credential speaks for; cached, so shared behind an `Arc`
+/// (the credential's own expiry is kept beside it, [`authn::Verified`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub user_id: Uuid,
@@ -35,8 +36,6 @@ pub struct Identity {
     pub key_id: Option<Uuid>,
     /// The credential proved a second factor (`amr` has `otp`).
     pub mfa: bool,
-    /// Unix seconds after which the credential is dead.
-    pub expires_at: i64,
     /// The identity headers, built at the first request and kept with the
     /// cached identity; not part of `==`/`Hash`, empty in a clone.
     pub upstream_headers: identity_headers::Precomputed,

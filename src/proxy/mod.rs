@@ -217,7 +217,7 @@ impl ProxyHttp for Proxy {
             upstream.remove_header(name);
         }
         for (name, value) in edits.insert {
-            upstream.insert_header(name, value)?;
+            upstream.insert_header(name.wire(), value)?;
         }
         if let Some(path) = &ctx.rewritten_path {
             let target = match upstream.uri.query() {

@@ -143,7 +143,6 @@ mod tests {
             session_id: None,
             key_id: Some(Uuid::now_v7()),
             mfa: false,
-            expires_at: i64::MAX,
             upstream_headers: Default::default(),
         };
         let assertions = Assertions::new(10);

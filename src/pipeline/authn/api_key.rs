@@ -10,8 +10,9 @@ use std::time::Duration;
 use moka::sync::Cache;
 use uuid::Uuid;
 
+use super::{Digest, Verified, digest};
 use crate::config::CredentialKind;
-use crate::crypto::token_hash;
+use crate::crypto::digest_hash;
 use crate::error::Error;
 use crate::metrics;
 use crate::pipeline::Identity;
@@ -26,11 +27,11 @@ const MAX_KEY_LEN: usize = 256;
 pub const USE_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct ApiKeyAuthenticator {
-    /// Verified keys by hash.
-    verified: Cache<String, Arc<Identity>>,
+    /// Verified keys by SHA-256 (no encoding or allocation on a hit).
+    verified: Cache<Digest, Verified>,
     /// Hashes found dead (unknown, revoked, expired, owner not active), so a
     /// leaked or guessed key does not reach the store on every request.
-    rejected: Cache<String, ()>,
+    rejected: Cache<Digest, ()>,
     /// Keys revoked on this replica while a verified copy may still be cached.
     revoked: Cache<Uuid, ()>,
     /// Last use per key id since the last flush.
@@ -71,13 +72,17 @@ impl ApiKeyAuthenticator {
         if key.len() > MAX_KEY_LEN {
             return Err(Error::InvalidApiKey);
         }
-        let hash = token_hash(key);
-        if let Some(identity) = self.verified.get(&hash) {
+        let hash = digest(key);
+        if let Some(Verified {
+            identity,
+            expires_at,
+        }) = self.verified.get(&hash)
+        {
             metrics::API_KEY_CACHE_HIT.inc();
             let revoked = identity
                 .key_id
                 .is_some_and(|id| self.revoked.contains_key(&id));
-            if revoked || identity.expires_at <= at {
+            if revoked || expires_at <= at {
                 self.verified.invalidate(&hash);
                 return Err(Error::InvalidApiKey);
             }
@@ -88,14 +93,14 @@ impl ApiKeyAuthenticator {
         if self.rejected.contains_key(&hash) {
             return Err(Error::InvalidApiKey);
         }
-        let verified = match store.api_key_by_hash(&hash).await? {
+        let verified = match store.api_key_by_hash(&digest_hash(&hash)).await? {
             Some(found) if !self.revoked.contains_key(&found.key.id) => identity_of(&found, at),
             _ => Err(Error::InvalidApiKey),
         };
         match verified {
-            Ok(identity) => {
-                let identity = Arc::new(identity);
-                self.verified.insert(hash, identity.clone());
+            Ok(verified) => {
+                let identity = verified.identity.clone();
+                self.verified.insert(hash, verified);
                 self.note_use(&identity, at);
                 Ok(identity)
             }
@@ -111,7 +116,7 @@ impl ApiKeyAuthenticator {
         self.revoked.insert(key_id, ());
         let _ = self
             .verified
-            .invalidate_entries_if(move |_, identity| identity.key_id == Some(key_id));
+            .invalidate_entries_if(move |_, v| v.identity.key_id == Some(key_id));
     }
 
     /// Forgets every verified and rejected key: the next use re-reads the store.
@@ -125,7 +130,7 @@ impl ApiKeyAuthenticator {
     pub fn evict_owner(&self, user_id: Uuid) {
         let _ = self
             .verified
-            .invalidate_entries_if(move |_, identity| identity.user_id == user_id);
+            .invalidate_entries_if(move |_, v| v.identity.user_id == user_id);
     }
 
     fn note_use(&self, identity: &Identity, at: i64) {
@@ -162,8 +167,9 @@ impl ApiKeyAuthenticator {
     }
 }
 
-/// The identity a stored key speaks for at `at`, or 401 `INVALID_API_KEY`.
-pub fn identity_of(found: &ApiKeyWithOwner, at: i64) -> Result<Identity, Error> {
+/// The identity a stored key speaks for at `at` and the key's expiry, or 401
+/// `INVALID_API_KEY`.
+pub fn identity_of(found: &ApiKeyWithOwner, at: i64) -> Result<Verified, Error> {
     let (key, owner) = (&found.key, &found.owner);
     if key.revoked_at.is_some()
         || key.expires_at.is_some_and(|e| e <= at)
@@ -172,7 +178,7 @@ pub fn identity_of(found: &ApiKeyWithOwner, at: i64) -> Result<Identity, Error> 
     {
         return Err(Error::InvalidApiKey);
     }
-    Ok(Identity {
+    let identity = Identity {
         user_id: owner.id,
         tenant_id: owner.tenant_id,
         email: owner.email.clone(),
@@ -182,8 +188,11 @@ pub fn identity_of(found: &ApiKeyWithOwner, at: i64) -> Result<Identity, Error> 
         session_id: None,
         key_id: Some(key.id),
         mfa: false,
-        expires_at: key.expires_at.unwrap_or(i64::MAX),
         upstream_headers: Default::default(),
+    };
+    Ok(Verified {
+        identity: Arc::new(identity),
+        expires_at: key.expires_at.unwrap_or(i64::MAX),
     })
 }
 
@@ -284,14 +293,15 @@ mod tests {
     #[test]
     fn live_keys_speak_for_their_owner_with_the_key_id() {
         let f = found(UserStatus::Active, Some(2000), None);
-        let id = identity_of(&f, 1000).unwrap();
+        let verified = identity_of(&f, 1000).unwrap();
+        let id = &verified.identity;
         assert_eq!(id.method, CredentialKind::ApiKey);
         assert_eq!(id.key_id, Some(f.key.id));
         assert_eq!(id.session_id, None);
         assert_eq!(id.user_id, f.owner.id);
         assert_eq!(id.roles, v(&["member"]));
         assert_eq!(id.permissions, v(&["profile:read"]));
-        assert_eq!(id.expires_at, 2000);
+        assert_eq!(verified.expires_at, 2000);
         let forever = found(UserStatus::Active, None, None);
         assert_eq!(identity_of(&forever, 1000).unwrap().expires_at, i64::MAX);
     }
@@ -305,7 +315,11 @@ mod tests {
             found(UserStatus::Disabled, None, None),
         ];
         for f in &cases {
-            assert_eq!(identity_of(f, 1000), Err(Error::InvalidApiKey), "{f:?}");
+            assert_eq!(
+                identity_of(f, 1000).map(|v| v.identity),
+                Err(Error::InvalidApiKey),
+                "{f:?}"
+            );
         }
     }
 
@@ -337,7 +351,7 @@ mod tests {
                 name: "k".into(),
                 description: None,
                 key_prefix: key[..12].into(),
-                key_hash: token_hash(key),
+                key_hash: crate::crypto::token_hash(key),
                 scopes: None,
                 created_at: now(),
                 expires_at,

@@ -15,6 +15,18 @@ use crate::error::Error;
 pub mod api_key;
 pub mod jwt;
 
+/// The key of the credential caches: the SHA-256 of the presented credential.
+pub type Digest = [u8; 32];
+pub use crate::crypto::token_digest as digest;
+
+/// A cached verified credential: who it speaks for (shared between the
+/// credentials of one session) and when this credential dies (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub identity: Arc<Identity>,
+    pub expires_at: i64,
+}
+
 /// The header an API key may come in (the other way is `Authorization: Bearer`).
 pub const API_KEY_HEADER: &str = "x-api-key";
 
