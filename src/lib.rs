@@ -3,6 +3,7 @@
 //! the [`pipeline`] and forwards it upstream with identity headers ([`proxy`]).
 //! The contract is `SPEC.md`; `README.md` says where this build departs from it.
 
+pub mod alloc;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -3,9 +3,10 @@
 use clap::Parser;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: portcullis::alloc::SidecarAlloc = portcullis::alloc::SidecarAlloc;
 
 fn main() {
+    portcullis::alloc::SidecarAlloc::init();
     let cli = portcullis::cli::Cli::parse();
     if let Err(message) = portcullis::cli::run(cli) {
         eprintln!("portcullis: {message}");

@@ -107,7 +107,6 @@ impl PasswordHasher {
                             out
                         };
                         let _ = job.reply.send(outcome);
-                        release_freed_memory();
                     }
                 })
                 .expect("spawn argon2 worker");
@@ -200,15 +199,6 @@ fn verify_now(password: &str, hash: &str) -> bool {
             .is_ok(),
         Err(_) => false,
     }
-}
-
-/// Returns the memory this thread freed to the OS. Each argon2 job allocates
-/// and frees 19 MiB; mimalloc (the binary's allocator) would otherwise keep
-/// those pages resident on the idle hashing thread, one block per worker.
-fn release_freed_memory() {
-    // SAFETY: mi_collect only walks and purges the calling thread's own
-    // mimalloc heap; it is a no-op for memory of another allocator.
-    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 /// Hashing threads run at a lower priority than the proxy's.
