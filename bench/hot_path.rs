@@ -263,7 +263,6 @@ fn identity_header_building(c: &mut Criterion) {
         session_id: Some(Uuid::now_v7()),
         key_id: None,
         mfa: false,
-        expires_at: i64::MAX,
         upstream_headers: Default::default(),
     });
     let mut group = c.benchmark_group("identity_headers");

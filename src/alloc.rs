@@ -96,7 +96,7 @@ unsafe impl GlobalAlloc for SidecarAlloc {
 mod tests {
     use super::*;
 
-    /// Fills `len` bytes with a pattern and checks that `check` bytes kept it.
+    /// Fills `len` bytes with a pattern ([`kept`] checks it).
     unsafe fn fill(ptr: *mut u8, len: usize) {
         for i in 0..len {
             unsafe { *ptr.add(i) = (i % 251) as u8 };
@@ -119,7 +119,7 @@ mod tests {
                 assert!(!p.is_null());
                 fill(p, small.size());
                 let big = a.realloc(p, small, 3 * LARGE);
-                assert!(!big.is_null() && big as usize % align == 0);
+                assert!(!big.is_null() && (big as usize).is_multiple_of(align));
                 assert!(kept(big, small.size()));
                 fill(big, 3 * LARGE);
                 let big_layout = Layout::from_size_align(3 * LARGE, align).unwrap();
@@ -127,7 +127,7 @@ mod tests {
                 assert!(kept(bigger, 3 * LARGE));
                 let bigger_layout = Layout::from_size_align(4 * LARGE, align).unwrap();
                 let back = a.realloc(bigger, bigger_layout, 1000);
-                assert!(!back.is_null() && back as usize % align == 0);
+                assert!(!back.is_null() && (back as usize).is_multiple_of(align));
                 assert!(kept(back, 1000));
                 a.dealloc(back, Layout::from_size_align(1000, align).unwrap());
             }
