@@ -8,11 +8,13 @@ import sys
 p = argparse.ArgumentParser()
 p.add_argument("results")
 p.add_argument("out")
-for a in ("cores", "rounds", "duration", "connections", "login-connections", "miss-tokens", "elapsed"):
+for a in ("cores", "rounds", "duration", "connections", "login-connections", "miss-tokens", "elapsed",
+          "threads"):
     p.add_argument("--" + a, type=int)
 p.add_argument("--miss-permille", default="")
 p.add_argument("--nginx", default="")
 p.add_argument("--wrk", default="")
+p.add_argument("--binary", default="target/release/portcullis")
 p.add_argument("--profile")
 p.add_argument("--memory", help="a file with one line: the memory target's measurement")
 args = p.parse_args()
@@ -112,8 +114,9 @@ ratios are the figures to compare.
 - Servers: an nginx {args.nginx} `return 200` upstream (1 worker); nginx
   `proxy_pass` with upstream keep-alive (1 worker); nginx `auth_request` to
   portcullis `GET /auth/verify`, then `proxy_pass` (1 worker); portcullis
-  (`serve`, SQLite, default threads, rate limits off, log level warn,
-  `cache.max_entries = 1000` so that case 7's {args.miss_tokens} distinct tokens miss).
+  (`{args.binary} serve`, SQLite, `server.threads = {args.threads}`{" (one proxy thread, as nginx has one worker)" if args.threads == 1 else ""},
+  rate limits off, log level warn, `cache.max_entries = 1000` so that case 7's
+  {args.miss_tokens} distinct tokens miss).
 - Load: `{args.wrk} -t1 -c{args.connections} -d{args.duration}s` per case; a
   1 s warm-up of every case, then {args.rounds} interleaved rounds (every case
   once per round); the table shows the **median** of the rounds. Latency
@@ -130,8 +133,8 @@ ratios are the figures to compare.
 - Case 8: `wrk -c{args.login_connections}` of `POST /auth/login` (argon2id
   each) runs alongside case 5's load; logins/s counts 2xx answers only;
   its p99 is compared with case 5's (idle) p99.
-- Whole run: {args.elapsed} s. Reproduce: `cargo build --release && bench/run.sh`
-  (`ROUNDS`, `DURATION`, `CONNECTIONS` override the defaults).
+- Whole run: {args.elapsed} s. Reproduce: `cargo build --profile production && bench/run.sh`
+  (`ROUNDS`, `DURATION`, `CONNECTIONS`, `THREADS`, `PORTCULLIS_BIN` override the defaults).
 
 ## Results
 

@@ -19,7 +19,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export BENCH_DIR="$ROOT/bench"
-BIN=${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}
+# the shipped build (fat LTO, as in the Dockerfile); falls back to `release`
+BIN=${PORTCULLIS_BIN:-$ROOT/target/production/portcullis}
+[ -x "$BIN" ] || [ -n "${PORTCULLIS_BIN:-}" ] || BIN=$ROOT/target/release/portcullis
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -44,7 +46,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$BIN" ] || { echo "no $BIN: run cargo build --release first" >&2; exit 2; }
+[ -x "$BIN" ] || { echo "no $BIN: run cargo build --profile production first" >&2; exit 2; }
 
 TMP=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
 PIDS=()
@@ -285,5 +287,6 @@ python3 "$BENCH_DIR/report.py" "$RESULTS" "$OUT" \
     --cores "$(nproc)" --rounds "$ROUNDS" --duration "$DURATION" --connections "$CONNECTIONS" \
     --login-connections "$LOGIN_CONNECTIONS" --miss-tokens "$MISS_TOKENS" --elapsed "$ELAPSED" \
     --miss-permille "$(paste -sd, "$TMP/miss_permille")" \
+    --threads "$THREADS" --binary "${BIN#"$ROOT"/}" \
     --nginx "$("$NGINX" -v 2>&1 | sed 's/.*: //')" --wrk "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')" \
     --profile "$BENCH_DIR/PROFILE.md" "${MEMORY_ARGS[@]}"
