@@ -133,7 +133,7 @@ ratios are the figures to compare.
 - Case 8: `wrk -c{args.login_connections}` of `POST /auth/login` (argon2id
   each) runs alongside case 5's load; logins/s counts 2xx answers only;
   its p99 is compared with case 5's (idle) p99.
-- Whole run: {args.elapsed} s. Reproduce: `cargo build --profile production && bench/run.sh`
+- Whole run: {args.elapsed} s. Reproduce: `cargo build --release && bench/run.sh`
   (`ROUNDS`, `DURATION`, `CONNECTIONS`, `THREADS`, `PORTCULLIS_BIN` override the defaults).
 
 ## Results

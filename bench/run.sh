@@ -19,9 +19,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export BENCH_DIR="$ROOT/bench"
-# the shipped build (fat LTO, as in the Dockerfile); falls back to `release`
-BIN=${PORTCULLIS_BIN:-$ROOT/target/production/portcullis}
-[ -x "$BIN" ] || [ -n "${PORTCULLIS_BIN:-}" ] || BIN=$ROOT/target/release/portcullis
+BIN=${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -46,7 +44,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$BIN" ] || { echo "no $BIN: run cargo build --profile production first" >&2; exit 2; }
+[ -x "$BIN" ] || { echo "no $BIN: run cargo build --release first" >&2; exit 2; }
 
 TMP=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
 PIDS=()
