@@ -55,20 +55,32 @@ for case in LABELS:
     )
 
 c = lambda n: m[next(k for k in m if k.startswith(f"{n}_"))]
+name = lambda n: next(k for k in m if k.startswith(f"{n}_"))
+
+
+def paired(a, b, key):
+    """Median over rounds of case a / case b within the same round: the
+    machine's drift between rounds cancels in each ratio."""
+    by_round = lambda n: {r["round"]: r for r in rows[name(n)]}
+    ra, rb = by_round(a), by_round(b)
+    val = lambda r: float(r["requests"]) / float(r["seconds"]) if key == "rps" else float(r[key])
+    return statistics.median(val(ra[k]) / val(rb[k]) for k in ra if k in rb)
+
+
 ok = lambda b: "**met**" if b else "**missed**"
 targets = []
-r54, r64 = c(5)["cpu"] / c(4)["cpu"], c(6)["cpu"] / c(4)["cpu"]
+r54, r64 = paired(5, 4, "cpu_us"), paired(6, 4, "cpu_us")
 targets.append(("auth costs nothing: CPU/request of 5 and 6 ≤ 1.10× case 4",
                 f"5: {r54:.2f}×, 6: {r64:.2f}×", r54 <= 1.10 and r64 <= 1.10))
-r52 = c(5)["rps"] / c(2)["rps"]
+r52 = paired(5, 2, "rps")
 targets.append(("against nginx: case 5 ≥ 0.75× case 2's requests/s", f"{r52:.2f}×", r52 >= 0.75))
-c52 = c(5)["cpu"] / c(2)["cpu"]
+c52 = paired(5, 2, "cpu_us")
 targets.append(("against nginx: case 5 ≤ 1.5× case 2's CPU/request", f"{c52:.2f}×", c52 <= 1.5))
-r53 = c(5)["rps"] / c(3)["rps"]
+r53 = paired(5, 3, "rps")
 targets.append(("inline beats forward-auth: case 5 ≥ 1.5× case 3's requests/s", f"{r53:.2f}×", r53 >= 1.5))
-r75 = c(7)["rps"] / c(5)["rps"]
+r75 = paired(7, 5, "rps")
 targets.append(("cache misses: case 7 ≥ 0.35× case 5's requests/s", f"{r75:.2f}×", r75 >= 0.35))
-p99r = c(8)["p99"] / c(5)["p99"]
+p99r = paired(8, 5, "p99")
 targets.append(("login storm: proxied p99 ≤ 2× idle (case 5), logins ≥ 20/s",
                 f"p99 {p99r:.2f}×, {c(8)['logins']:.0f} logins/s", p99r <= 2 and c(8)["logins"] >= 20))
 if args.memory:
@@ -121,6 +133,9 @@ ratios are the figures to compare.
   1 s warm-up of every case, then {args.rounds} interleaved rounds (every case
   once per round); the table shows the **median** of the rounds. Latency
   percentiles come from a wrk Lua `done()` (`bench/wrk/summary.lua`).
+- Ratios in the targets table are paired: each round's ratio of the two
+  cases, then the median over rounds (drift between rounds cancels); the
+  results table shows each case's own median.
 - Server CPU µs/request: utime+stime from `/proc/<pid>/stat` of the proxy
   layer's processes (case 1: the upstream nginx; 2: the proxy nginx; 3: the
   auth_request nginx **plus** portcullis; 4–8: portcullis) before and after,

@@ -281,6 +281,9 @@ if [ -n "$ONLY" ]; then
     exit 0
 fi
 
+# kept so that the report can be re-made (e.g. after editing bench/PROFILE.md)
+mkdir -p "$ROOT/target" && cp "$RESULTS" "$ROOT/target/bench-results.tsv"
+[ -f "$TMP/memory" ] && cp "$TMP/memory" "$ROOT/target/bench-memory.txt"
 python3 "$BENCH_DIR/report.py" "$RESULTS" "$OUT" \
     --cores "$(nproc)" --rounds "$ROUNDS" --duration "$DURATION" --connections "$CONNECTIONS" \
     --login-connections "$LOGIN_CONNECTIONS" --miss-tokens "$MISS_TOKENS" --elapsed "$ELAPSED" \
