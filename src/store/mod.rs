@@ -12,7 +12,7 @@ use crate::config::{Config, DatabaseLocation};
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Built-in roles every tenant gets (SPEC §6).
 pub const BUILT_IN_ROLES: &[(&str, &[&str])] = &[

@@ -132,7 +132,8 @@ impl JwtAuthenticator {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::store::{NewSession, NewUser};
+    use crate::store::NewSession;
+    use crate::store::tests::new_user;
     use crate::tokens::AccessClaims;
 
     /// An app on a fresh SQLite file, and the claims of a live session in it.
@@ -143,16 +144,7 @@ mod tests {
         let tenant = app.store.ensure_tenant("default").await.unwrap();
         let user = app
             .store
-            .create_user(NewUser {
-                tenant_id: tenant.id,
-                email: "cache@example.com".into(),
-                password_hash: None,
-                first_name: None,
-                family_name: None,
-                name: None,
-                email_verified: true,
-                roles: vec!["member".into()],
-            })
+            .create_user(new_user(tenant.id, "cache@example.com"))
             .await
             .unwrap();
         let session = app
