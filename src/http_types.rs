@@ -4,10 +4,13 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use serde::Serialize;
+
+use crate::pipeline::Identity;
 
 /// A request to a route the sidecar answers itself, with its body read.
 #[derive(Debug, Clone)]
@@ -20,6 +23,8 @@ pub struct AuthRequest {
     pub body: Bytes,
     pub client_ip: IpAddr,
     pub request_id: String,
+    /// The credential a handler authenticated, kept for the access log.
+    pub caller: OnceLock<Arc<Identity>>,
 }
 
 impl AuthRequest {

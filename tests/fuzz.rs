@@ -66,6 +66,7 @@ fn request(body: Vec<u8>) -> AuthRequest {
         body: Bytes::from(body),
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         request_id: "fuzz".into(),
+        caller: Default::default(),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::crypto::{policy, random_token, token_hash};
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::notify;
-use crate::pipeline::{Identity, authn};
+use crate::pipeline::Identity;
 use crate::store::{
     NewUser, OneTimeKind, OneTimeToken, ProfileUpdate, StoreError, User, UserStatus, now,
 };
@@ -29,7 +29,7 @@ async fn current_user(app: &App, identity: &Identity) -> Result<User, Error> {
 
 /// `GET /auth/me` (a JWT or an API key).
 pub async fn get_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = authn::require_any(app, &req.headers).await?;
+    let identity = super::any_caller(app, req).await?;
     check_tenant(app, req, &identity).await?;
     let user = current_user(app, &identity).await?;
     Ok(HttpResponse::json(200, &UserView::from(&user)))
@@ -55,7 +55,7 @@ struct PatchMeBody {
 
 /// `PATCH /auth/me`: names and email; privileged fields are ignored.
 pub async fn patch_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = authn::require(app, &req.headers).await?;
+    let identity = super::session_caller(app, req).await?;
     check_tenant(app, req, &identity).await?;
     let body: PatchMeBody = parse_body(req)?;
     let update = ProfileUpdate {
@@ -102,7 +102,7 @@ struct ChangePasswordBody {
 
 /// `POST /auth/change-password`: every other session of the user is revoked.
 pub async fn change_password(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = authn::require(app, &req.headers).await?;
+    let identity = super::session_caller(app, req).await?;
     let body: ChangePasswordBody = parse_body(req)?;
     let current = body
         .current_password

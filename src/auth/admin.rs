@@ -13,8 +13,8 @@ use super::{account, audit, parse_body, validate};
 use crate::app::App;
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
+use crate::pipeline::Identity;
 use crate::pipeline::authz::grants;
-use crate::pipeline::{Identity, authn};
 use crate::store::StoreEvent;
 use crate::store::{AdminUserUpdate, Role, StoreError, User, UserQuery, UserStatus};
 
@@ -110,7 +110,7 @@ async fn admin(
     req: &AuthRequest,
     permission: &str,
 ) -> Result<std::sync::Arc<Identity>, Error> {
-    let identity = authn::require(app, &req.headers).await?;
+    let identity = super::session_caller(app, req).await?;
     app.tenants
         .check_matches(
             req.header(crate::tenancy::TENANT_HEADER),

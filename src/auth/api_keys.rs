@@ -12,8 +12,8 @@ use crate::app::App;
 use crate::crypto::token_hash;
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
+use crate::pipeline::Identity;
 use crate::pipeline::authz::grants;
-use crate::pipeline::{Identity, authn};
 use crate::store::StoreEvent;
 use crate::store::{ApiKey, NewApiKey, User, UserStatus, now};
 use crate::tenancy::TENANT_HEADER;
@@ -109,7 +109,7 @@ struct CreateBody {
 
 /// The caller's JWT session in its tenant, and the user as stored now.
 async fn caller(app: &App, req: &AuthRequest) -> Result<(std::sync::Arc<Identity>, User), Error> {
-    let identity = authn::require(app, &req.headers).await?;
+    let identity = super::session_caller(app, req).await?;
     app.tenants
         .check_matches(req.header(TENANT_HEADER), identity.tenant_id)
         .await?;

@@ -55,7 +55,9 @@ pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
     let (method, path) = described_request(req)?;
     let routes = app.routes();
     let policy = routes.select(&method, &path);
-    let identity = pipeline::check(app, policy, &req.headers).await?;
+    let identity = pipeline::check(app, policy, &req.headers)
+        .await?
+        .map(|id| super::note_caller(req, id));
     let mut response = HttpResponse::json(
         200,
         &json!({ "authenticated": identity.is_some(), "route": &*policy.name }),
@@ -94,6 +96,7 @@ mod tests {
             body: bytes::Bytes::new(),
             client_ip: "127.0.0.1".parse().unwrap(),
             request_id: "r".into(),
+            caller: Default::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use crate::crypto::{random_token, token_hash, totp};
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::metrics;
-use crate::pipeline::{Identity, authn};
+use crate::pipeline::Identity;
 use crate::store::StoreEvent;
 use crate::store::{MfaRecord, StoreError, User, UserStatus, now};
 
@@ -79,7 +79,7 @@ async fn caller(
     app: &App,
     req: &AuthRequest,
 ) -> Result<(Identity, User, Option<MfaRecord>), Error> {
-    let identity = authn::require(app, &req.headers).await?;
+    let identity = super::session_caller(app, req).await?;
     let user = app
         .store
         .user_by_id(identity.tenant_id, identity.user_id)

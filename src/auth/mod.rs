@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::app::App;
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
+use crate::pipeline::{Identity, authn};
 
 pub mod account;
 pub mod admin;
@@ -185,6 +186,25 @@ pub async fn handle(app: &Arc<App>, req: &AuthRequest) -> (HttpResponse, &'stati
     (response, route.label())
 }
 
+/// The caller's JWT session (the account routes take no API key), noted on
+/// the request for the access log.
+pub async fn session_caller(app: &App, req: &AuthRequest) -> Result<Arc<Identity>, Error> {
+    let identity = authn::require(app, &req.headers).await?;
+    Ok(note_caller(req, identity))
+}
+
+/// The caller's credential, JWT or API key (`GET /auth/me`), noted likewise.
+pub async fn any_caller(app: &App, req: &AuthRequest) -> Result<Arc<Identity>, Error> {
+    let identity = authn::require_any(app, &req.headers).await?;
+    Ok(note_caller(req, identity))
+}
+
+/// Remembers who the request authenticated as (first credential wins).
+pub fn note_caller(req: &AuthRequest, identity: Arc<Identity>) -> Arc<Identity> {
+    let _ = req.caller.set(Arc::clone(&identity));
+    identity
+}
+
 /// Parses a JSON body into `T`; the error names the offending field.
 pub fn parse_body<T: DeserializeOwned>(req: &AuthRequest) -> Result<T, Error> {
     let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) {
@@ -246,6 +266,7 @@ mod tests {
             body: bytes::Bytes::from(body.to_string()),
             client_ip: "127.0.0.1".parse().unwrap(),
             request_id: "r".into(),
+            caller: Default::default(),
         }
     }
 

@@ -14,7 +14,6 @@ use crate::crypto::{policy, random_token, token_hash};
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::metrics;
-use crate::pipeline::authn;
 use crate::store::StoreEvent;
 use crate::store::{
     NewSession, NewUser, OneTimeKind, RefreshOutcome, StoreError, User, UserStatus, now,
@@ -370,7 +369,7 @@ fn logged_out() -> HttpResponse {
 /// `POST /auth/logout`: revokes the caller's session (and the one of the
 /// refresh token in the body, when it belongs to the same user).
 pub async fn logout(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = authn::require(app, &req.headers).await?;
+    let identity = super::session_caller(app, req).await?;
     let body: LogoutBody = parse_body(req)?;
     let mut sessions = Vec::new();
     sessions.extend(identity.session_id);
@@ -404,7 +403,7 @@ pub async fn logout(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
 
 /// `POST /auth/logout-all`: revokes every session of the caller.
 pub async fn logout_all(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = authn::require(app, &req.headers).await?;
+    let identity = super::session_caller(app, req).await?;
     let revoked = app
         .revoke_user_sessions(identity.user_id, None, "logout_all")
         .await?;

@@ -16,7 +16,7 @@
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -102,9 +102,11 @@ impl Proxy {
             body,
             client_ip: ctx.client.ip,
             request_id: ctx.request_id.clone(),
+            caller: OnceLock::new(),
         };
         let (response, label) = crate::auth::handle(&self.app, &req).await;
         ctx.route = RouteName::Static(label);
+        ctx.identity = req.caller.into_inner();
         respond::write(session, ctx, response).await
     }
 }

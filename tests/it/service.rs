@@ -250,34 +250,36 @@ fn metrics_carry_the_documented_families_without_identifying_labels() {
 fn the_request_log_is_json_lines_with_the_request_id_and_no_secrets() {
     let sc = Sidecar::start(Opts::new());
     let user = sc.new_user();
-    let rid = format!("log-probe-{}", rand_hex(16));
-    let r = sc
-        .req("GET", "/api/log-probe")
-        .bearer(&user.access)
-        .header("X-Request-Id", &rid)
-        .send();
-    assert_eq!(r.status, 200, "{}", r.describe());
-    let found: Option<Value> = poll_until(Duration::from_secs(5), || {
-        sc.logs()
-            .lines()
-            .filter(|l| l.contains(&rid))
-            .find_map(|l| {
-                serde_json::from_str::<Value>(l.trim())
-                    .ok()
-                    .filter(Value::is_object)
-            })
-    });
-    let line = found
-        .unwrap_or_else(|| panic!("no JSON log line carries request id {rid}\n{}", sc.tails()));
-    let text = line.to_string();
-    assert!(
-        text.contains("GET"),
-        "the request line lacks the method: {line}"
-    );
-    assert!(
-        text.contains("200"),
-        "the request line lacks the status: {line}"
-    );
+    // a proxied request and one the sidecar answers itself (`/auth/me`)
+    for path in ["/api/log-probe", "/auth/me"] {
+        let rid = format!("log-probe-{}", rand_hex(16));
+        let r = sc
+            .req("GET", path)
+            .bearer(&user.access)
+            .header("X-Request-Id", &rid)
+            .send();
+        assert_eq!(r.status, 200, "{}", r.describe());
+        let found: Option<Value> = poll_until(Duration::from_secs(5), || {
+            sc.logs()
+                .lines()
+                .filter(|l| l.contains(&rid) && l.contains("portcullis::access"))
+                .find_map(|l| {
+                    serde_json::from_str::<Value>(l.trim())
+                        .ok()
+                        .filter(Value::is_object)
+                })
+        });
+        let line = found.unwrap_or_else(|| {
+            panic!(
+                "no JSON request line carries request id {rid}\n{}",
+                sc.tails()
+            )
+        });
+        assert_eq!(line["method"], "GET", "{path}: {line}");
+        assert_eq!(line["status"], 200, "{path}: {line}");
+        assert_eq!(line["credential"], "jwt", "{path}: {line}");
+        assert_eq!(line["user_id"], user.id.as_str(), "{path}: {line}");
+    }
     let logs = sc.logs();
     assert!(
         !logs.contains(&user.access),
