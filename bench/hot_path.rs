@@ -102,6 +102,7 @@ fn auth_request(method: Method, path: &str, bearer: Option<&str>, body: &str) ->
         body: Bytes::from(body.to_string()),
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         request_id: "bench".into(),
+        caller: Default::default(),
     }
 }
 
