@@ -11,9 +11,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::Error as PgError;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, GenericClient, NoTls, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
 use super::{
@@ -188,6 +191,43 @@ impl PgStore {
     }
 }
 
+/// A statement's parameters.
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// Statements prepared once per pooled connection (deadpool's statement
+/// cache) rather than on every call, which costs a round trip each time.
+/// Only for statements whose text is drawn from a fixed set: the cache keeps
+/// every text it sees, so SQL with values spliced in (`list_users`' filter
+/// and page) goes through the uncached methods.
+#[async_trait]
+trait Prepared: GenericClient + Sync {
+    async fn cached_query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query(&statement, params).await
+    }
+
+    async fn cached_query_opt(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_opt(&statement, params).await
+    }
+
+    async fn cached_query_one(&self, sql: &str, params: &Params<'_>) -> Result<Row, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_one(&statement, params).await
+    }
+
+    async fn cached_execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.execute(&statement, params).await
+    }
+}
+
+impl<C: GenericClient + Sync> Prepared for C {}
+
 fn pool_err(e: PoolError) -> StoreError {
     match e {
         PoolError::Backend(e) => pg_err(e),
@@ -316,7 +356,7 @@ fn role_from_row(r: &Row) -> Role {
 /// Fills in the user's roles and the union of their permissions.
 async fn load_roles<C: GenericClient + Sync>(c: &C, user: &mut User) -> StoreResult<()> {
     let rows = c
-        .query(
+        .cached_query(
             "SELECT r.name, r.permissions FROM user_roles ur
                JOIN roles r ON r.tenant_id = ur.tenant_id AND r.name = ur.role
               WHERE ur.user_id = $1 ORDER BY r.name",
@@ -342,7 +382,7 @@ async fn grant_roles<C: GenericClient + Sync>(
     roles: &[String],
 ) -> StoreResult<()> {
     for role in roles {
-        c.execute(
+        c.cached_execute(
             "INSERT INTO user_roles (user_id, tenant_id, role) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
             &[user_id, tenant_id, role],
@@ -363,7 +403,7 @@ async fn user_by<C: GenericClient + Sync>(
         .iter()
         .map(|a| *a as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
-    let row = c.query_opt(&sql, &params).await.map_err(pg_err)?;
+    let row = c.cached_query_opt(&sql, &params).await.map_err(pg_err)?;
     match row {
         Some(r) => {
             let mut u = user_from_row(&r)?;
@@ -386,7 +426,7 @@ async fn insert_tenant<C: GenericClient + Sync>(
         created_at: now(),
     };
     let tid = t.id.to_string();
-    c.execute(
+    c.cached_execute(
         "INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)",
         &[&tid, &t.slug, &t.name, &t.created_at],
     )
@@ -394,7 +434,7 @@ async fn insert_tenant<C: GenericClient + Sync>(
     .map_err(pg_err)?;
     for (role, perms) in BUILT_IN_ROLES {
         let perms: Vec<String> = perms.iter().map(|p| p.to_string()).collect();
-        c.execute(
+        c.cached_execute(
             "INSERT INTO roles (tenant_id, name, permissions, built_in, created_at, updated_at)
              VALUES ($1, $2, $3, TRUE, $4, $4)",
             &[&tid, role, &to_json_list(&perms), &t.created_at],
@@ -412,7 +452,7 @@ async fn revoke<C: GenericClient + Sync>(
     at: i64,
 ) -> StoreResult<bool> {
     let n = c
-        .execute(
+        .cached_execute(
             "UPDATE sessions SET revoked_at = $2, revoked_reason = $3
               WHERE id = $1 AND revoked_at IS NULL",
             &[&id, &at, &reason],
@@ -427,11 +467,11 @@ async fn insert_backup_codes<C: GenericClient + Sync>(
     user_id: &str,
     hashes: &[String],
 ) -> StoreResult<()> {
-    c.execute("DELETE FROM backup_codes WHERE user_id = $1", &[&user_id])
+    c.cached_execute("DELETE FROM backup_codes WHERE user_id = $1", &[&user_id])
         .await
         .map_err(pg_err)?;
     for h in hashes {
-        c.execute(
+        c.cached_execute(
             "INSERT INTO backup_codes (user_id, code_hash) VALUES ($1, $2)",
             &[&user_id, h],
         )
@@ -456,7 +496,7 @@ impl Store for PgStore {
     async fn create_tenant(&self, slug: &str, name: &str) -> StoreResult<Tenant> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        let t = insert_tenant(&*tx, slug, name).await?;
+        let t = insert_tenant(&tx, slug, name).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok(t)
     }
@@ -464,7 +504,7 @@ impl Store for PgStore {
     async fn ensure_tenant(&self, slug: &str) -> StoreResult<Tenant> {
         let c = self.client().await?;
         if let Some(r) = c
-            .query_opt(
+            .cached_query_opt(
                 &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1"),
                 &[&slug],
             )
@@ -486,7 +526,7 @@ impl Store for PgStore {
 
     async fn tenant_by_id(&self, id: Uuid) -> StoreResult<Option<Tenant>> {
         let c = self.client().await?;
-        c.query_opt(
+        c.cached_query_opt(
             &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"),
             &[&id.to_string()],
         )
@@ -498,7 +538,7 @@ impl Store for PgStore {
 
     async fn tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>> {
         let c = self.client().await?;
-        c.query_opt(
+        c.cached_query_opt(
             &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1"),
             &[&slug],
         )
@@ -510,7 +550,7 @@ impl Store for PgStore {
 
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
         let c = self.client().await?;
-        c.query(
+        c.cached_query(
             &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, slug"),
             &[],
         )
@@ -527,7 +567,7 @@ impl Store for PgStore {
         let id = Uuid::now_v7().to_string();
         let tid = new.tenant_id.to_string();
         let at = now();
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO users (id, tenant_id, email, password_hash, first_name, family_name,
                                 name, status, email_verified, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $9)",
@@ -545,8 +585,8 @@ impl Store for PgStore {
         )
         .await
         .map_err(pg_err)?;
-        grant_roles(&*tx, &id, &tid, &new.roles).await?;
-        let user = user_by(&*tx, "id = $1", &[&id])
+        grant_roles(&tx, &id, &tid, &new.roles).await?;
+        let user = user_by(&tx, "id = $1", &[&id])
             .await?
             .ok_or_else(|| StoreError::Other("user vanished".into()))?;
         tx.commit().await.map_err(pg_err)?;
@@ -556,7 +596,7 @@ impl Store for PgStore {
     async fn user_by_id(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<Option<User>> {
         let c = self.client().await?;
         user_by(
-            &**c,
+            &c,
             "id = $1 AND tenant_id = $2",
             &[&id.to_string(), &tenant_id.to_string()],
         )
@@ -566,7 +606,7 @@ impl Store for PgStore {
     async fn user_by_email(&self, tenant_id: Uuid, email: &str) -> StoreResult<Option<User>> {
         let c = self.client().await?;
         user_by(
-            &**c,
+            &c,
             "tenant_id = $1 AND email = $2",
             &[&tenant_id.to_string(), &email.to_ascii_lowercase()],
         )
@@ -576,7 +616,7 @@ impl Store for PgStore {
     async fn count_users(&self, tenant_id: Uuid) -> StoreResult<u64> {
         let c = self.client().await?;
         let r = c
-            .query_one(
+            .cached_query_one(
                 "SELECT COUNT(*) FROM users WHERE tenant_id = $1",
                 &[&tenant_id.to_string()],
             )
@@ -595,7 +635,7 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         let (uid, tid) = (id.to_string(), tenant_id.to_string());
         let n = tx
-            .execute(
+            .cached_execute(
                 "UPDATE users SET
                     first_name = COALESCE($3::text, first_name),
                     family_name = COALESCE($4::text, family_name),
@@ -620,7 +660,7 @@ impl Store for PgStore {
         if n == 0 {
             return Err(StoreError::NotFound("user".into()));
         }
-        let user = user_by(&*tx, "id = $1", &[&uid])
+        let user = user_by(&tx, "id = $1", &[&uid])
             .await?
             .ok_or_else(|| StoreError::NotFound("user".into()))?;
         tx.commit().await.map_err(pg_err)?;
@@ -635,7 +675,7 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         let c = self.client().await?;
         let n = c
-            .execute(
+            .cached_execute(
                 "UPDATE users SET password_hash = $3, updated_at = $4
                   WHERE id = $1 AND tenant_id = $2",
                 &[
@@ -658,7 +698,7 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         let at = now();
         let sid = s.id.to_string();
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO sessions (id, tenant_id, user_id, amr, created_at, ip, user_agent)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
@@ -673,7 +713,7 @@ impl Store for PgStore {
         )
         .await
         .map_err(pg_err)?;
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at)
              VALUES ($1, $2, $3, $4)",
             &[&s.refresh_hash, &sid, &at, &s.refresh_expires_at],
@@ -693,7 +733,7 @@ impl Store for PgStore {
 
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
         let c = self.client().await?;
-        c.query_opt(
+        c.cached_query_opt(
             &format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1"),
             &[&id.to_string()],
         )
@@ -714,7 +754,7 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         // the row locks make two concurrent presentations of one token take turns
         let found = tx
-            .query_opt(
+            .cached_query_opt(
                 &format!(
                     "SELECT {SESSION_COLUMNS}, rt.expires_at, rt.used_at
                        FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id
@@ -736,7 +776,7 @@ impl Store for PgStore {
             None => RefreshOutcome::Unknown,
             Some((session, _, _)) if session.revoked_at.is_some() => RefreshOutcome::Revoked,
             Some((session, _, Some(_used))) => {
-                revoke(&*tx, &session.id.to_string(), "refresh_token_reused", at).await?;
+                revoke(&tx, &session.id.to_string(), "refresh_token_reused", at).await?;
                 RefreshOutcome::Reused {
                     session_id: session.id,
                     user_id: session.user_id,
@@ -745,13 +785,13 @@ impl Store for PgStore {
             }
             Some((_, expires_at, None)) if expires_at <= at => RefreshOutcome::Expired,
             Some((session, _, None)) => {
-                tx.execute(
+                tx.cached_execute(
                     "UPDATE refresh_tokens SET used_at = $2 WHERE hash = $1",
                     &[&old_hash, &at],
                 )
                 .await
                 .map_err(pg_err)?;
-                tx.execute(
+                tx.cached_execute(
                     "INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at)
                      VALUES ($1, $2, $3, $4)",
                     &[&new_hash, &session.id.to_string(), &at, &new_expires_at],
@@ -767,7 +807,7 @@ impl Store for PgStore {
 
     async fn session_of_refresh_token(&self, hash: &str) -> StoreResult<Option<Session>> {
         let c = self.client().await?;
-        c.query_opt(
+        c.cached_query_opt(
             &format!(
                 "SELECT {SESSION_COLUMNS} FROM refresh_tokens rt
                    JOIN sessions s ON s.id = rt.session_id WHERE rt.hash = $1"
@@ -782,7 +822,7 @@ impl Store for PgStore {
 
     async fn revoke_session(&self, id: Uuid, reason: &str) -> StoreResult<bool> {
         let c = self.client().await?;
-        revoke(&**c, &id.to_string(), reason, now()).await
+        revoke(&c, &id.to_string(), reason, now()).await
     }
 
     async fn revoke_user_sessions(
@@ -794,7 +834,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let keep = keep.map(|k| k.to_string()).unwrap_or_default();
         let rows = c
-            .query(
+            .cached_query(
                 "UPDATE sessions SET revoked_at = $3, revoked_reason = $4
                   WHERE user_id = $1 AND revoked_at IS NULL AND id <> $2
                  RETURNING id",
@@ -808,7 +848,7 @@ impl Store for PgStore {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
         let c = self.client().await?;
         let rows = c
-            .query(
+            .cached_query(
                 "SELECT kid, algorithm, private_der, created_at, retired_at
                    FROM signing_keys ORDER BY created_at DESC, seq DESC",
                 &[],
@@ -831,16 +871,16 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         // one rotation at a time across replicas
-        tx.execute("LOCK TABLE signing_keys IN EXCLUSIVE MODE", &[])
+        tx.cached_execute("LOCK TABLE signing_keys IN EXCLUSIVE MODE", &[])
             .await
             .map_err(pg_err)?;
-        tx.execute(
+        tx.cached_execute(
             "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL",
             &[&at],
         )
         .await
         .map_err(pg_err)?;
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO signing_keys (kid, algorithm, private_der, created_at)
              VALUES ($1, $2, $3, $4)",
             &[&key.kid, &key.algorithm, &key.private_der, &key.created_at],
@@ -852,7 +892,7 @@ impl Store for PgStore {
 
     async fn record_audit(&self, e: AuditEvent) -> StoreResult<()> {
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "INSERT INTO audit_events (id, tenant_id, at, type, user_id, ip, user_agent,
                                        outcome, details)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -893,20 +933,20 @@ impl Store for PgStore {
         let uid = user_id.to_string();
         // serialise the user's failures (replicas count them together)
         let exists = tx
-            .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&uid])
+            .cached_query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&uid])
             .await
             .map_err(pg_err)?;
         if exists.is_none() {
             return Err(StoreError::NotFound("user".into()));
         }
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO login_failures (user_id, at) VALUES ($1, $2)",
             &[&uid, &at],
         )
         .await
         .map_err(pg_err)?;
         let recent: i64 = tx
-            .query_one(
+            .cached_query_one(
                 "SELECT COUNT(*) FROM login_failures WHERE user_id = $1 AND at > $2",
                 &[&uid, &(at - window)],
             )
@@ -915,18 +955,18 @@ impl Store for PgStore {
             .get(0);
         let locked = if max > 0 && recent >= max as i64 {
             let until = at + lock_for;
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE users SET locked_until = $2 WHERE id = $1",
                 &[&uid, &until],
             )
             .await
             .map_err(pg_err)?;
-            tx.execute("DELETE FROM login_failures WHERE user_id = $1", &[&uid])
+            tx.cached_execute("DELETE FROM login_failures WHERE user_id = $1", &[&uid])
                 .await
                 .map_err(pg_err)?;
             Some(until)
         } else {
-            tx.execute(
+            tx.cached_execute(
                 "DELETE FROM login_failures WHERE user_id = $1 AND at <= $2",
                 &[&uid, &(at - window)],
             )
@@ -941,10 +981,10 @@ impl Store for PgStore {
     async fn clear_login_failures(&self, user_id: Uuid) -> StoreResult<()> {
         let c = self.client().await?;
         let uid = user_id.to_string();
-        c.execute("DELETE FROM login_failures WHERE user_id = $1", &[&uid])
+        c.cached_execute("DELETE FROM login_failures WHERE user_id = $1", &[&uid])
             .await
             .map_err(pg_err)?;
-        c.execute(
+        c.cached_execute(
             "UPDATE users SET locked_until = NULL WHERE id = $1 AND locked_until IS NOT NULL",
             &[&uid],
         )
@@ -957,7 +997,7 @@ impl Store for PgStore {
 
     async fn mfa(&self, user_id: Uuid) -> StoreResult<Option<MfaRecord>> {
         let c = self.client().await?;
-        Ok(c.query_opt(
+        Ok(c.cached_query_opt(
             "SELECT secret, confirmed, last_step FROM mfa_secrets WHERE user_id = $1",
             &[&user_id.to_string()],
         )
@@ -980,7 +1020,7 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         let uid = user_id.to_string();
         let confirmed: Option<bool> = tx
-            .query_opt(
+            .cached_query_opt(
                 "SELECT confirmed FROM mfa_secrets WHERE user_id = $1 FOR UPDATE",
                 &[&uid],
             )
@@ -990,7 +1030,7 @@ impl Store for PgStore {
         if confirmed == Some(true) {
             return Err(StoreError::Conflict("mfa already enabled".into()));
         }
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO mfa_secrets (user_id, secret, confirmed, created_at)
              VALUES ($1, $2, FALSE, $3)
              ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret,
@@ -999,7 +1039,7 @@ impl Store for PgStore {
         )
         .await
         .map_err(pg_err)?;
-        insert_backup_codes(&*tx, &uid, &backup_code_hashes).await?;
+        insert_backup_codes(&tx, &uid, &backup_code_hashes).await?;
         tx.commit().await.map_err(pg_err)
     }
 
@@ -1008,7 +1048,7 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         let uid = user_id.to_string();
         let n = tx
-            .execute(
+            .cached_execute(
                 "UPDATE mfa_secrets SET last_step = $2,
                         confirmed = CASE WHEN $3::boolean THEN TRUE ELSE confirmed END
                   WHERE user_id = $1 AND (last_step IS NULL OR last_step < $2)",
@@ -1017,7 +1057,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         if n > 0 && confirm {
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE users SET mfa_enabled = TRUE, updated_at = $2 WHERE id = $1",
                 &[&uid, &now()],
             )
@@ -1032,13 +1072,13 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let uid = user_id.to_string();
-        tx.execute("DELETE FROM mfa_secrets WHERE user_id = $1", &[&uid])
+        tx.cached_execute("DELETE FROM mfa_secrets WHERE user_id = $1", &[&uid])
             .await
             .map_err(pg_err)?;
-        tx.execute("DELETE FROM backup_codes WHERE user_id = $1", &[&uid])
+        tx.cached_execute("DELETE FROM backup_codes WHERE user_id = $1", &[&uid])
             .await
             .map_err(pg_err)?;
-        tx.execute(
+        tx.cached_execute(
             "UPDATE users SET mfa_enabled = FALSE, updated_at = $2 WHERE id = $1",
             &[&uid, &now()],
         )
@@ -1049,7 +1089,7 @@ impl Store for PgStore {
 
     async fn unused_backup_codes(&self, user_id: Uuid) -> StoreResult<Vec<BackupCode>> {
         let c = self.client().await?;
-        Ok(c.query(
+        Ok(c.cached_query(
             "SELECT id, code_hash FROM backup_codes
                   WHERE user_id = $1 AND used_at IS NULL ORDER BY id",
             &[&user_id.to_string()],
@@ -1066,7 +1106,7 @@ impl Store for PgStore {
 
     async fn use_backup_code(&self, user_id: Uuid, id: i64) -> StoreResult<bool> {
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "UPDATE backup_codes SET used_at = $3
               WHERE id = $1 AND user_id = $2 AND used_at IS NULL",
             &[&id, &user_id.to_string(), &now()],
@@ -1079,13 +1119,13 @@ impl Store for PgStore {
     async fn replace_backup_codes(&self, user_id: Uuid, hashes: Vec<String>) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        insert_backup_codes(&*tx, &user_id.to_string(), &hashes).await?;
+        insert_backup_codes(&tx, &user_id.to_string(), &hashes).await?;
         tx.commit().await.map_err(pg_err)
     }
 
     async fn has_sealed_mfa_secrets(&self) -> StoreResult<bool> {
         let c = self.client().await?;
-        Ok(c.query_one(
+        Ok(c.cached_query_one(
             "SELECT EXISTS(SELECT 1 FROM mfa_secrets WHERE secret NOT LIKE 'b32:%')",
             &[],
         )
@@ -1104,13 +1144,13 @@ impl Store for PgStore {
         expires_at: i64,
     ) -> StoreResult<()> {
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "DELETE FROM mfa_tokens WHERE expires_at < $1",
             &[&(now() - 3600)],
         )
         .await
         .map_err(pg_err)?;
-        c.execute(
+        c.cached_execute(
             "INSERT INTO mfa_tokens (hash, user_id, tenant_id, expires_at) VALUES ($1, $2, $3, $4)",
             &[
                 &hash,
@@ -1126,7 +1166,7 @@ impl Store for PgStore {
 
     async fn mfa_token(&self, hash: &str) -> StoreResult<Option<MfaToken>> {
         let c = self.client().await?;
-        c.query_opt(
+        c.cached_query_opt(
             "SELECT user_id, tenant_id, expires_at, failures, used_at FROM mfa_tokens WHERE hash = $1",
             &[&hash],
         )
@@ -1146,7 +1186,7 @@ impl Store for PgStore {
 
     async fn mfa_token_failure(&self, hash: &str) -> StoreResult<u32> {
         let c = self.client().await?;
-        Ok(c.query_opt(
+        Ok(c.cached_query_opt(
             "UPDATE mfa_tokens SET failures = failures + 1 WHERE hash = $1 RETURNING failures",
             &[&hash],
         )
@@ -1158,7 +1198,7 @@ impl Store for PgStore {
 
     async fn consume_mfa_token(&self, hash: &str, at: i64) -> StoreResult<bool> {
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "UPDATE mfa_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL",
             &[&hash, &at],
         )
@@ -1196,7 +1236,7 @@ impl Store for PgStore {
             .map(user_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
         for u in &mut users {
-            load_roles(&**c, u).await?;
+            load_roles(&c, u).await?;
         }
         Ok((users, total as u64))
     }
@@ -1211,7 +1251,7 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         let (uid, tid) = (id.to_string(), tenant_id.to_string());
         let n = tx
-            .execute(
+            .cached_execute(
                 "UPDATE users SET first_name = COALESCE($3::text, first_name),
                         family_name = COALESCE($4::text, family_name),
                         status = COALESCE($5::text, status), updated_at = $6
@@ -1231,12 +1271,12 @@ impl Store for PgStore {
             return Err(StoreError::NotFound("user".into()));
         }
         if let Some(roles) = &update.roles {
-            tx.execute("DELETE FROM user_roles WHERE user_id = $1", &[&uid])
+            tx.cached_execute("DELETE FROM user_roles WHERE user_id = $1", &[&uid])
                 .await
                 .map_err(pg_err)?;
-            grant_roles(&*tx, &uid, &tid, roles).await?;
+            grant_roles(&tx, &uid, &tid, roles).await?;
         }
-        let user = user_by(&*tx, "id = $1", &[&uid])
+        let user = user_by(&tx, "id = $1", &[&uid])
             .await?
             .ok_or_else(|| StoreError::NotFound("user".into()))?;
         tx.commit().await.map_err(pg_err)?;
@@ -1245,7 +1285,7 @@ impl Store for PgStore {
 
     async fn delete_user(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<bool> {
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "DELETE FROM users WHERE id = $1 AND tenant_id = $2",
             &[&id.to_string(), &tenant_id.to_string()],
         )
@@ -1257,20 +1297,20 @@ impl Store for PgStore {
     async fn set_email_verified(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<User> {
         let c = self.client().await?;
         let (uid, tid) = (id.to_string(), tenant_id.to_string());
-        c.execute(
+        c.cached_execute(
             "UPDATE users SET email_verified = TRUE, updated_at = $3 WHERE id = $1 AND tenant_id = $2",
             &[&uid, &tid, &now()],
         )
         .await
         .map_err(pg_err)?;
-        user_by(&**c, "id = $1 AND tenant_id = $2", &[&uid, &tid])
+        user_by(&c, "id = $1 AND tenant_id = $2", &[&uid, &tid])
             .await?
             .ok_or_else(|| StoreError::NotFound("user".into()))
     }
 
     async fn list_roles(&self, tenant_id: Uuid) -> StoreResult<Vec<Role>> {
         let c = self.client().await?;
-        Ok(c.query(
+        Ok(c.cached_query(
             "SELECT name, permissions, built_in FROM roles WHERE tenant_id = $1
                   ORDER BY built_in DESC, name",
             &[&tenant_id.to_string()],
@@ -1285,7 +1325,7 @@ impl Store for PgStore {
     async fn create_role(&self, tenant_id: Uuid, role: Role) -> StoreResult<Role> {
         let c = self.client().await?;
         let at = now();
-        c.execute(
+        c.cached_execute(
             "INSERT INTO roles (tenant_id, name, permissions, built_in, created_at, updated_at)
              VALUES ($1, $2, $3, FALSE, $4, $4)",
             &[
@@ -1310,7 +1350,7 @@ impl Store for PgStore {
         permissions: Vec<String>,
     ) -> StoreResult<Role> {
         let c = self.client().await?;
-        c.query_opt(
+        c.cached_query_opt(
             "UPDATE roles SET permissions = $3, updated_at = $4 WHERE tenant_id = $1 AND name = $2
              RETURNING name, permissions, built_in",
             &[
@@ -1328,7 +1368,7 @@ impl Store for PgStore {
 
     async fn delete_role(&self, tenant_id: Uuid, name: &str) -> StoreResult<bool> {
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "DELETE FROM roles WHERE tenant_id = $1 AND name = $2 AND NOT built_in",
             &[&tenant_id.to_string(), &name],
         )
@@ -1345,7 +1385,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<AuditEvent>> {
         let c = self.client().await?;
         let rows = c
-            .query(
+            .cached_query(
                 "SELECT id, tenant_id, at, type, user_id, ip, user_agent, outcome, details
                    FROM audit_events WHERE tenant_id = $1 AND ($2::text IS NULL OR user_id = $2::text)
                   ORDER BY at DESC, seq DESC LIMIT $3",
@@ -1386,13 +1426,13 @@ impl Store for PgStore {
         expires_at: i64,
     ) -> StoreResult<()> {
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "DELETE FROM one_time_tokens WHERE expires_at < $1",
             &[&(now() - 86_400)],
         )
         .await
         .map_err(pg_err)?;
-        c.execute(
+        c.cached_execute(
             "INSERT INTO one_time_tokens (hash, kind, user_id, tenant_id, expires_at)
              VALUES ($1, $2, $3, $4, $5)",
             &[
@@ -1414,7 +1454,7 @@ impl Store for PgStore {
         kind: OneTimeKind,
     ) -> StoreResult<Option<OneTimeToken>> {
         let c = self.client().await?;
-        c.query_opt(
+        c.cached_query_opt(
             "SELECT user_id, tenant_id, expires_at, used_at FROM one_time_tokens
               WHERE hash = $1 AND kind = $2",
             &[&hash, &kind.as_str()],
@@ -1434,7 +1474,7 @@ impl Store for PgStore {
 
     async fn consume_one_time_token(&self, hash: &str, at: i64) -> StoreResult<bool> {
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "UPDATE one_time_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL",
             &[&hash, &at],
         )
@@ -1447,7 +1487,7 @@ impl Store for PgStore {
 
     async fn create_api_key(&self, k: NewApiKey) -> StoreResult<ApiKey> {
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "INSERT INTO api_keys (id, tenant_id, user_id, name, description, key_prefix,
                                    key_hash, scopes, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -1483,7 +1523,7 @@ impl Store for PgStore {
 
     async fn api_keys_of_user(&self, tenant_id: Uuid, user_id: Uuid) -> StoreResult<Vec<ApiKey>> {
         let c = self.client().await?;
-        c.query(
+        c.cached_query(
             &format!(
                 "SELECT {API_KEY_COLUMNS} FROM api_keys k
                   WHERE k.tenant_id = $1 AND k.user_id = $2 AND k.revoked_at IS NULL
@@ -1501,7 +1541,7 @@ impl Store for PgStore {
     async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKeyWithOwner>> {
         let c = self.client().await?;
         let Some(r) = c
-            .query_opt(
+            .cached_query_opt(
                 &format!("SELECT {API_KEY_COLUMNS} FROM api_keys k WHERE k.key_hash = $1"),
                 &[&hash],
             )
@@ -1512,7 +1552,7 @@ impl Store for PgStore {
         };
         let key = api_key_from_row(&r)?;
         let owner = user_by(
-            &**c,
+            &c,
             "id = $1 AND tenant_id = $2",
             &[&key.user_id.to_string(), &key.tenant_id.to_string()],
         )
@@ -1522,7 +1562,7 @@ impl Store for PgStore {
 
     async fn revoke_api_key(&self, tenant_id: Uuid, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "UPDATE api_keys SET revoked_at = $4
               WHERE id = $1 AND tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
             &[
@@ -1544,7 +1584,7 @@ impl Store for PgStore {
         let ids: Vec<String> = uses.iter().map(|(id, _)| id.to_string()).collect();
         let ats: Vec<i64> = uses.iter().map(|(_, at)| *at).collect();
         let c = self.client().await?;
-        c.execute(
+        c.cached_execute(
             "UPDATE api_keys k SET last_used_at = u.at
                FROM (SELECT id, max(at) AS at FROM unnest($1::text[], $2::bigint[]) AS t(id, at)
                       GROUP BY id) u
@@ -1561,7 +1601,7 @@ impl Store for PgStore {
     async fn publish(&self, event: &StoreEvent) -> StoreResult<()> {
         let payload = serde_json::to_string(event).map_err(|e| StoreError::Other(e.to_string()))?;
         let c = self.client().await?;
-        c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+        c.cached_execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
             .await
             .map(|_| ())
             .map_err(pg_err)
