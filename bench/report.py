@@ -28,6 +28,7 @@ LABELS = {
     "6_portcullis_api_key": "6. portcullis, API key (cache hit)",
     "7_portcullis_jwt_miss": "7. portcullis, JWTs missing the cache",
     "8_login_storm": "8. portcullis, JWT during a login storm",
+    "9_pingora_plain": "9. reference: a plain pingora proxy (no auth, same allocator, 1 thread)",
 }
 
 rows = {}
@@ -88,6 +89,12 @@ if args.memory:
         desc, rss = f.read().strip().rsplit(" ", 1)
     targets.append(("resident memory ≤ 64 MiB with 100,000 cached credentials", desc, float(rss) <= 64))
 
+# what portcullis adds to the pingora engine, and the engine against nginx
+c49, c92 = paired(4, 9, "cpu_us"), paired(9, 2, "cpu_us")
+reference = (f"portcullis' public route over the plain pingora proxy (case 4 / case 9): "
+             f"**{c49:.2f}×** the CPU per request ({c(4)['cpu'] - c(9)['cpu']:.1f} µs); "
+             f"the plain pingora proxy over nginx (case 9 / case 2): **{c92:.2f}×**.")
+
 us = lambda v: f"{v / 1000:.2f} ms" if v >= 10000 else f"{v:.0f} µs"
 lines = [
     "| case | requests/s | p50 | p99 | p99.9 | server CPU µs/request | vs case 2 rps | vs case 2 CPU |",
@@ -111,6 +118,8 @@ print()
 print(table)
 print()
 print(ttable)
+print()
+print(reference)
 if errors:
     print(f"\nnon-2xx or socket errors: {errors}")
 
@@ -125,7 +134,10 @@ ratios are the figures to compare.
 
 - Servers: an nginx {args.nginx} `return 200` upstream (1 worker); nginx
   `proxy_pass` with upstream keep-alive (1 worker); nginx `auth_request` to
-  portcullis `GET /auth/verify`, then `proxy_pass` (1 worker); portcullis
+  portcullis `GET /auth/verify`, then `proxy_pass` (1 worker); a plain
+  pingora proxy (`bench/plain_pingora.rs`: no auth, headers, logs or
+  metrics; portcullis' allocator, 1 thread, no modules, a prebuilt peer),
+  the reference for what the engine itself costs; portcullis
   (`{args.binary} serve`, SQLite, `server.threads = {args.threads}`{" (one proxy thread, as nginx has one worker)" if args.threads == 1 else ""},
   rate limits off, log level warn, `cache.max_entries = 1000` so that case 7's
   {args.miss_tokens} distinct tokens miss).
@@ -138,7 +150,8 @@ ratios are the figures to compare.
   results table shows each case's own median.
 - Server CPU µs/request: utime+stime from `/proc/<pid>/stat` of the proxy
   layer's processes (case 1: the upstream nginx; 2: the proxy nginx; 3: the
-  auth_request nginx **plus** portcullis; 4–8: portcullis) before and after,
+  auth_request nginx **plus** portcullis; 4–8: portcullis; 9: the plain
+  pingora proxy) before and after,
   divided by the requests wrk completed. The shared upstream's own CPU
   (case 1) is not in cases 2–8.
 - Case 7: every request carries a different EdDSA access token
@@ -158,6 +171,8 @@ ratios are the figures to compare.
 ## Targets
 
 {ttable}
+
+Reference: {reference}
 """
 if errors:
     out += f"\nNon-2xx answers or socket errors (summed over rounds): {errors}\n"

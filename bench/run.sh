@@ -31,7 +31,7 @@ THREADS=${THREADS:-1}
 ONLY=${ONLY:-}
 BASE_PORT=${BENCH_BASE_PORT:-18100}
 UP=$((BASE_PORT + 1)) NGX=$((BASE_PORT + 2)) NGXAUTH=$((BASE_PORT + 3))
-PC=$((BASE_PORT + 10)) PCADMIN=$((BASE_PORT + 11))
+PC=$((BASE_PORT + 10)) PCADMIN=$((BASE_PORT + 11)) PLAIN_PORT=$((BASE_PORT + 12))
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -45,6 +45,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$BIN" ] || { echo "no $BIN: run cargo build --release first" >&2; exit 2; }
+# case 9's reference proxy (bench/plain_pingora.rs), built here when missing
+PLAIN=${PLAIN_PINGORA_BIN:-$ROOT/target/release/examples/plain_pingora}
+[ -x "$PLAIN" ] || (cd "$ROOT" && cargo build --release --example plain_pingora)
 
 TMP=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
 PIDS=()
@@ -140,6 +143,9 @@ EOF
 "$BIN" --config "$TMP/portcullis.toml" serve >"$TMP/portcullis.log" 2>&1 &
 PC_PID=$!
 PIDS+=("$PC_PID")
+"$PLAIN" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$UP" >"$TMP/plain.log" 2>&1 &
+PLAIN_PID=$!
+PIDS+=("$PLAIN_PID")
 
 wait_port() {
     for _ in $(seq 100); do
@@ -150,7 +156,7 @@ wait_port() {
     cat "$TMP"/*/error.log "$TMP/portcullis.log" >&2 || true
     exit 1
 }
-for p in $UP $NGX $NGXAUTH $PC $PCADMIN; do wait_port "$p"; done
+for p in $UP $NGX $NGXAUTH $PC $PCADMIN $PLAIN_PORT; do wait_port "$p"; done
 
 echo "fixtures: a user, an API key, $MISS_TOKENS distinct access tokens"
 python3 "$BENCH_DIR/setup_tokens.py" "$PC" "$TMP" "$MISS_TOKENS"
@@ -165,6 +171,7 @@ TICK=$(getconf CLK_TCK)
 pids_of() { # the processes of a server: portcullis, or an nginx master and its workers
     case "$1" in
         portcullis) echo "$PC_PID" ;;
+        plain) echo "$PLAIN_PID" ;;
         *)
             local m
             m=$(cat "$TMP/$1/master")
@@ -197,6 +204,7 @@ CASES=(
     "6_portcullis_api_key|portcullis|http://127.0.0.1:$PC/api/bench|-H|X-API-Key: $API_KEY"
     "7_portcullis_jwt_miss|portcullis|http://127.0.0.1:$PC/api/bench|-s|$BENCH_DIR/wrk/tokens.lua"
     "8_login_storm|portcullis|http://127.0.0.1:$PC/api/bench|-H|Authorization: Bearer $JWT"
+    "9_pingora_plain|plain|http://127.0.0.1:$PLAIN_PORT/api/bench|"
 )
 
 if [ -n "$ONLY" ]; then
