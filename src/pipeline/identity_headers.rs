@@ -40,6 +40,11 @@ impl WireName {
         self.name.as_str()
     }
 
+    /// The parsed (lower-case) name, for look-ups without re-parsing.
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+
     /// The spelling pingora writes upstream (a cheap reference-counted clone).
     pub fn wire(&self) -> Bytes {
         self.wire.clone()
@@ -58,7 +63,8 @@ impl PartialEq<&str> for WireName {
     }
 }
 
-const REQUEST_ID: WireName = WireName::fixed("x-request-id", "X-Request-Id");
+/// `X-Request-Id`, sent upstream and echoed on every response.
+pub const REQUEST_ID: WireName = WireName::fixed("x-request-id", "X-Request-Id");
 const FORWARDED_FOR: WireName = WireName::fixed("x-forwarded-for", "X-Forwarded-For");
 const FORWARDED_PROTO: WireName = WireName::fixed("x-forwarded-proto", "X-Forwarded-Proto");
 

@@ -253,8 +253,9 @@ impl ProxyHttp for Proxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if response.headers.get(client::REQUEST_ID_HEADER).is_none() {
-            response.insert_header(client::REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        let name = &identity_headers::REQUEST_ID;
+        if !response.headers.contains_key(name.name()) {
+            response.insert_header(name.wire(), ctx.request_id.as_str())?;
         }
         Ok(())
     }
