@@ -59,24 +59,38 @@ c = lambda n: m[next(k for k in m if k.startswith(f"{n}_"))]
 name = lambda n: next(k for k in m if k.startswith(f"{n}_"))
 
 
-def paired(a, b, key):
-    """Median over rounds of case a / case b within the same round: the
-    machine's drift between rounds cancels in each ratio."""
+def ratios(a, b, key):
+    """Case a / case b within each round: the machine's drift between rounds
+    cancels in each ratio."""
     by_round = lambda n: {r["round"]: r for r in rows[name(n)]}
     ra, rb = by_round(a), by_round(b)
     val = lambda r: float(r["requests"]) / float(r["seconds"]) if key == "rps" else float(r[key])
-    return statistics.median(val(ra[k]) / val(rb[k]) for k in ra if k in rb)
+    return [val(ra[k]) / val(rb[k]) for k in ra if k in rb]
+
+
+def paired(a, b, key):
+    """The median over rounds of the per-round ratios."""
+    return statistics.median(ratios(a, b, key))
+
+
+def spread(a, b, key):
+    """The per-round ratios' range: how much the machine moved them."""
+    r = ratios(a, b, key)
+    return f"(rounds {min(r):.2f}–{max(r):.2f})"
 
 
 ok = lambda b: "**met**" if b else "**missed**"
 targets = []
 r54, r64 = paired(5, 4, "cpu_us"), paired(6, 4, "cpu_us")
 targets.append(("auth costs nothing: CPU/request of 5 and 6 ≤ 1.10× case 4",
-                f"5: {r54:.2f}×, 6: {r64:.2f}×", r54 <= 1.10 and r64 <= 1.10))
+                f"5: {r54:.2f}× {spread(5, 4, 'cpu_us')}, 6: {r64:.2f}× {spread(6, 4, 'cpu_us')}",
+                r54 <= 1.10 and r64 <= 1.10))
 r52 = paired(5, 2, "rps")
-targets.append(("against nginx: case 5 ≥ 0.75× case 2's requests/s", f"{r52:.2f}×", r52 >= 0.75))
+targets.append(("against nginx: case 5 ≥ 0.75× case 2's requests/s",
+                f"{r52:.2f}× {spread(5, 2, 'rps')}", r52 >= 0.75))
 c52 = paired(5, 2, "cpu_us")
-targets.append(("against nginx: case 5 ≤ 1.5× case 2's CPU/request", f"{c52:.2f}×", c52 <= 1.5))
+targets.append(("against nginx: case 5 ≤ 1.5× case 2's CPU/request",
+                f"{c52:.2f}× {spread(5, 2, 'cpu_us')}", c52 <= 1.5))
 r53 = paired(5, 3, "rps")
 targets.append(("inline beats forward-auth: case 5 ≥ 1.5× case 3's requests/s", f"{r53:.2f}×", r53 >= 1.5))
 r75 = paired(7, 5, "rps")
@@ -92,8 +106,9 @@ if args.memory:
 # what portcullis adds to the pingora engine, and the engine against nginx
 c49, c92 = paired(4, 9, "cpu_us"), paired(9, 2, "cpu_us")
 reference = (f"portcullis' public route over the plain pingora proxy (case 4 / case 9): "
-             f"**{c49:.2f}×** the CPU per request ({c(4)['cpu'] - c(9)['cpu']:.1f} µs); "
-             f"the plain pingora proxy over nginx (case 9 / case 2): **{c92:.2f}×**.")
+             f"**{c49:.2f}×** the CPU per request {spread(4, 9, 'cpu_us')}; "
+             f"the plain pingora proxy over nginx (case 9 / case 2): **{c92:.2f}×** "
+             f"{spread(9, 2, 'cpu_us')}.")
 
 us = lambda v: f"{v / 1000:.2f} ms" if v >= 10000 else f"{v:.0f} µs"
 lines = [
