@@ -21,6 +21,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_DIR="$ROOT/bench"
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 BIN=${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}
 PLAIN=${PLAIN_PINGORA_BIN:-$ROOT/target/release/examples/plain_pingora}
 SECS=${SECONDS_PER_CASE:-8}
@@ -40,22 +42,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 TMP=$(mktemp -d /tmp/portcullis-callgrind.XXXXXX)
 PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
 trap cleanup EXIT
 rm -rf "$OUT" && mkdir -p "$OUT"
 
-wait_port() {
-    for _ in $(seq 300); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    exit 1
-}
 
 cat >"$TMP/upstream.conf" <<EOF
 daemon off;
@@ -80,27 +69,7 @@ EOF
 "$NGINX" -p "$TMP" -c "$TMP/upstream.conf" &
 PIDS+=($!)
 
-cat >"$TMP/portcullis.toml" <<EOF
-[server]
-threads = 1
-[proxy]
-listen = "127.0.0.1:$PC"
-[admin]
-listen = "127.0.0.1:$PCADMIN"
-[upstream]
-address = "127.0.0.1:$UP"
-[database]
-url = "sqlite://$TMP/portcullis.db"
-[rate_limit]
-per_ip_per_minute = 0
-login_per_account_per_minute = 0
-[log]
-level = "warn"
-[[routes]]
-name = "public"
-path = "/public/**"
-auth = "public"
-EOF
+portcullis_config "$TMP/portcullis.toml" "$PC" "$PCADMIN" "$UP" "$TMP/portcullis.db" 1
 
 # case name | pid | url | wrk args...
 measure() {
@@ -129,7 +98,7 @@ valgrind --tool=callgrind --callgrind-out-file="$OUT/plain.out" \
 PLAIN_PID=$!
 PIDS+=("$PLAIN_PID")
 wait_port "$UP"
-wait_port "$PLAIN_PORT"
+wait_port "$PLAIN_PORT" 300
 measure 9_pingora_plain "$PLAIN_PID" "http://127.0.0.1:$PLAIN_PORT/api/bench"
 kill "$PLAIN_PID" && wait "$PLAIN_PID" 2>/dev/null || true
 rm -f "$OUT/plain.out"*
@@ -138,7 +107,7 @@ valgrind --tool=callgrind --callgrind-out-file="$OUT/portcullis.out" \
     "$BIN" --config "$TMP/portcullis.toml" serve >"$TMP/portcullis.log" 2>&1 &
 PC_PID=$!
 PIDS+=("$PC_PID")
-wait_port "$PC"
+wait_port "$PC" 300
 python3 "$BENCH_DIR/setup_tokens.py" "$PC" "$TMP" 1
 JWT=$(cat "$TMP/jwt")
 API_KEY=$(cat "$TMP/api_key")

@@ -19,6 +19,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export BENCH_DIR="$ROOT/bench"
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 BIN=${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
@@ -51,11 +53,6 @@ PLAIN=${PLAIN_PINGORA_BIN:-$ROOT/target/release/examples/plain_pingora}
 
 TMP=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
 PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
 trap cleanup EXIT
 
 # ---- servers ---------------------------------------------------------------
@@ -116,30 +113,10 @@ nginx_conf authreq "$NGXAUTH" '        location / {
             proxy_set_header Content-Length "";
         }'
 
-cat >"$TMP/portcullis.toml" <<EOF
-[server]
-threads = $THREADS
-[proxy]
-listen = "127.0.0.1:$PC"
-[admin]
-listen = "127.0.0.1:$PCADMIN"
-[upstream]
-address = "127.0.0.1:$UP"
-[database]
-url = "sqlite://$TMP/portcullis.db"
-[rate_limit]
-per_ip_per_minute = 0
-login_per_account_per_minute = 0
-[cache]
+portcullis_config "$TMP/portcullis.toml" "$PC" "$PCADMIN" "$UP" "$TMP/portcullis.db" "$THREADS" \
+    "[cache]
 # smaller than the $MISS_TOKENS distinct tokens of case 7, so they miss
-max_entries = 1000
-[log]
-level = "warn"
-[[routes]]
-name = "public"
-path = "/public/**"
-auth = "public"
-EOF
+max_entries = 1000"
 "$BIN" --config "$TMP/portcullis.toml" serve >"$TMP/portcullis.log" 2>&1 &
 PC_PID=$!
 PIDS+=("$PC_PID")
@@ -147,16 +124,12 @@ PIDS+=("$PC_PID")
 PLAIN_PID=$!
 PIDS+=("$PLAIN_PID")
 
-wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    cat "$TMP"/*/error.log "$TMP/portcullis.log" >&2 || true
-    exit 1
-}
-for p in $UP $NGX $NGXAUTH $PC $PCADMIN $PLAIN_PORT; do wait_port "$p"; done
+for p in $UP $NGX $NGXAUTH $PC $PCADMIN $PLAIN_PORT; do
+    wait_port "$p" || {
+        cat "$TMP"/*/error.log "$TMP/portcullis.log" "$TMP/plain.log" >&2 || true
+        exit 1
+    }
+done
 
 echo "fixtures: a user, an API key, $MISS_TOKENS distinct access tokens"
 python3 "$BENCH_DIR/setup_tokens.py" "$PC" "$TMP" "$MISS_TOKENS"
