@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+use super::identity_headers::REQUEST_ID;
 
 /// The caller as seen through any trusted proxies.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ pub fn client_info(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> Clie
 /// The client's `X-Request-Id` when it is 1–128 visible ASCII characters, else a new UUID.
 pub fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get(REQUEST_ID_HEADER)
+        .get(REQUEST_ID.name())
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)

@@ -12,6 +12,7 @@ use super::RequestCtx;
 use crate::app::App;
 use crate::error::Error as AuthError;
 use crate::http_types::HttpResponse;
+use crate::pipeline::identity_headers;
 
 /// Writes `response` with `Content-Length` and `X-Request-Id`.
 pub async fn write(
@@ -27,7 +28,7 @@ pub async fn write(
         };
     }
     header.insert_header("content-length", response.body.len().to_string())?;
-    header.insert_header("x-request-id", ctx.request_id.as_str())?;
+    header.insert_header(identity_headers::REQUEST_ID.wire(), ctx.request_id.as_str())?;
     if header.headers.get("cache-control").is_none() {
         header.insert_header("cache-control", "no-store")?;
     }
