@@ -347,7 +347,7 @@ class Tap:
                 end = raw.find(b"\r\n\r\n", m.start())
                 end = len(raw) if end < 0 else end
                 last = None
-                for rl in _REQLINE.finditer(raw, max(0, m.start() - 65536), m.start() + 2):
+                for rl in _REQLINE.finditer(raw, max(0, m.start() - 1048576), m.start() + 2):
                     last = rl
                 if last is not None:
                     start = last.start(1)

@@ -60,7 +60,8 @@ class Verdict:
     status: int | None
     violations: list[str] = field(default_factory=list)
     spec: str | None = None  # why the sidecar's answer is not SPEC's
-    differs: bool = False  # the upstream resolved another area than the sidecar
+    differs: bool = False  # the upstream resolved another area than the sidecar's reading as sent
+    unforeseen: bool = False  # ... and one that none of SPEC §15's four readings selects
     upstream_area: str | None = None
     sidecar_area: str | None = None
     raw: bytes = b""
@@ -160,12 +161,18 @@ def check(
     if wire:
         v.sidecar_area = oracle.sidecar_area(wire[0].target)
         v.differs = v.sidecar_area is not None and v.sidecar_area != area
+        enforced = oracle.readings_areas(wire[0].target)
+        v.unforeseen = enforced is not None and area not in enforced
 
     allowed = set(p.principals(cred)) or {"none"}
-    if p.may_drop_credential:
+    if p.may_drop_credential or p.group == "credential":
+        # several credentials (one of them garbage) may leave it anonymous:
+        # less than it holds, still judged by the area below
         allowed.add("none")
     seen = identity_view(headers)
-    matched = [c for c in ("none", "member", "admin") if c in allowed and baselines[c].identity == seen]
+    # a member may be authenticated by token or by API key (another X-Auth-Method)
+    variants = {"none": ["none"], "member": ["member", "member-key"], "admin": ["admin"]}
+    matched = [c for c in ("none", "member", "admin") if c in allowed and any(baselines[b].identity == seen for b in variants[c])]
     if not matched:
         v.violations.append(f"identity seen by {upstream} is not the sidecar's for {'/'.join(sorted(allowed))}: {seen}")
         # judge the area by the strongest credential actually held
@@ -203,7 +210,7 @@ def check(
         w = wire[0]
         whs = [(norm(n), val) for n, val in w.headers()]
         wid = wire_identity(w)
-        if not any(baselines[c].wire_identity == wid for c in matched or allowed):
+        if not any(baselines[b].wire_identity == wid for c in (matched or allowed) for b in variants[c]):
             v.violations.append(f"identity headers on the wire are not the sidecar's: {wid}")
         names = [n for n, _ in whs]
         for n, val in whs:

@@ -149,3 +149,12 @@ def sidecar_area(forwarded_target: str) -> str | None:
         return route_of(path)
     except Unsure:
         return None
+
+
+def readings_areas(forwarded_target: str) -> set[str] | None:
+    """The areas SPEC §15's four readings of the forwarded path select."""
+    try:
+        _, path = split_target(forwarded_target)
+        return {route_of(r) for r in readings(path)}
+    except Unsure:
+        return None
