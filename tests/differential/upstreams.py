@@ -20,7 +20,7 @@ from pathlib import Path
 from harness import HERE, ROOT, TARGET, Proc, free_port, poll, port_open, which
 
 CATALINA_HOME = Path(os.environ.get("CATALINA_HOME", "/usr/share/tomcat10"))
-EXPRESS_DIR = Path(os.environ.get("DIFF_EXPRESS_DIR", str(TARGET / "diff-express")))
+EXPRESS_DIR = Path(os.environ.get("DIFF_EXPRESS_DIR", str(TARGET / "diff-express"))).resolve()
 NAMES = ("tomcat", "express", "wsgi", "php", "nginx")
 
 
