@@ -120,16 +120,24 @@ def run_upstream(name: str, payloads: list[corpus_mod.Payload] | None = None, wo
         with ThreadPoolExecutor(WORKERS) as ex:
             answers = list(ex.map(send, jobs))
 
-        # every answer is in; let the last log lines and tapped bytes land
-        def settled():
-            before = (tap.total(), up.log.stat().st_size)
-            time.sleep(0.2)
-            return before == (tap.total(), up.log.stat().st_size)
+        # Every answer is in, and the tap holds the bytes of every forwarded
+        # request (it relays them before the upstream can answer). An upstream
+        # may write its log line after answering (nginx): wait for the line of
+        # every answer that came from the upstream's report.
+        def from_upstream(a) -> bool:
+            body = a.json()
+            return isinstance(body, dict) and body.get("server") == name
 
-        poll(settled, 10, f"{name} logs to settle", every=0)
+        want = {marker for (_, _, marker, _), a in zip(jobs, answers) if from_upstream(a)}
         records = collections.defaultdict(list)
-        for r in up.records():
-            records[r.get("case")].append(r)
+
+        def logged():
+            records.clear()
+            for r in up.records():
+                records[r.get("case")].append(r)
+            return want <= records.keys()
+
+        poll(logged, 15, f"{name}'s log lines")
         wire = tap.index()
         for (p, cred, marker, raw), a in zip(jobs, answers):
             v = invariant.check(name, p, cred, raw, a, wire.get(marker, []), records.get(marker, []), baselines, creds, values)
