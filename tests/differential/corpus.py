@@ -307,7 +307,10 @@ def named() -> list[Payload]:
         P("header with obs-fold", "framing", "/public/x", headers=[("X-Auth-User-Id", "{ADMIN_ID}\r\n folded")], expect={200, 400}),
         P("header name with space", "framing", "/public/x", headers=[("__raw__", "X-Auth-User-Id : {ADMIN_ID}")], expect=400),
         P("header value with NUL", "framing", "/public/x", headers=[("X-Note", "a\x00b")], expect=400),
-        P("headers too large (64 KiB)", "framing", "/public/x", headers=[("X-Big", "a" * 65536)], expect={400, 431}),
+        # a 64 KiB header is within the sidecar's limit (SPEC sets none); 300
+        # headers are past pingora's 256: an edge error, in the JSON shape
+        P("one 64 KiB header", "framing", "/public/x", headers=[("X-Big", "a" * 65536)], expect=None),
+        P("300 headers", "framing", "/public/x", headers=[(f"X-Many-{i}", "a") for i in range(300)], expect={400, 431}),
         P("Expect: 100-continue", "framing", "/public/x", method="POST", headers=[("Expect", "100-continue")], body=b"hello"),
     ]
     return out
