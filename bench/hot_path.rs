@@ -142,7 +142,7 @@ fn cache_hit(c: &mut Criterion) {
     let key = json_field(&r.body, "key");
 
     let routes = app.routes();
-    let policy = routes.select(&Method::GET, "/api/orders");
+    let policy = routes.select_all(&Method::GET, "/api/orders");
     let mut group = c.benchmark_group("cache_hit");
     for (name, header, value) in [
         ("jwt", "authorization", format!("Bearer {jwt}")),
@@ -151,12 +151,12 @@ fn cache_hit(c: &mut Criterion) {
         let mut headers = HeaderMap::new();
         headers.insert(header, HeaderValue::from_str(&value).unwrap());
         // the first check verifies and fills the cache
-        rt.block_on(pipeline::check(&app, policy, &headers))
+        rt.block_on(pipeline::check(&app, &policy, &headers))
             .unwrap()
             .unwrap();
         group.bench_function(name, |b| {
             b.iter(|| {
-                rt.block_on(pipeline::check(&app, policy, black_box(&headers)))
+                rt.block_on(pipeline::check(&app, &policy, black_box(&headers)))
                     .unwrap()
             })
         });
@@ -267,11 +267,13 @@ fn identity_header_building(c: &mut Criterion) {
         upstream_headers: Default::default(),
     });
     let mut group = c.benchmark_group("identity_headers");
+    let host = http::HeaderValue::from_static("api.example.com");
     let edits = |id: &Identity| {
         identity_headers::upstream_edits(
             &names,
             &cfg,
             black_box(&incoming),
+            Some(&host),
             Some(id),
             None,
             "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",

@@ -51,16 +51,29 @@ pub fn described_request(req: &AuthRequest) -> Result<(Method, String), Error> {
 }
 
 /// `GET /auth/verify` (any method is accepted: it describes, it does not act).
+/// The sidecar cannot remove headers from the request the ingress forwards,
+/// so an identity header in any spelling (`X_Auth_User_Id`) is a 400 and the
+/// ingress refuses the request (SPEC §15).
 pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+    if let Some(name) = req
+        .headers
+        .keys()
+        .find(|n| app.identity_headers.is_identity_header(n.as_str()))
+    {
+        return Err(Error::invalid(
+            name.as_str(),
+            "identity headers are set by the sidecar, never by the client",
+        ));
+    }
     let (method, path) = described_request(req)?;
     let routes = app.routes();
-    let policy = routes.select(&method, &path);
-    let identity = pipeline::check(app, policy, &req.headers)
+    let policy = routes.select_all(&method, &path);
+    let identity = pipeline::check(app, &policy, &req.headers)
         .await?
         .map(|id| super::note_caller(req, id));
     let mut response = HttpResponse::json(
         200,
-        &json!({ "authenticated": identity.is_some(), "route": &*policy.name }),
+        &json!({ "authenticated": identity.is_some(), "route": &*policy.primary.name }),
     );
     if let Some(id) = identity {
         let assertion = app.identity_assertion(&id);

@@ -1,5 +1,6 @@
 //! The authorizer: `[[routes]]` compiled into [`RoutePolicies`] (first glob +
-//! method match wins, else `proxy.default_policy`) and [`authorize`], which
+//! method match wins, else `proxy.default_policy`), selected under every
+//! reading of the path ([`Selection`], SPEC §15), and [`authorize`], which
 //! checks the credential kind, the permissions (all) and the roles (any of).
 
 use std::sync::Arc;
@@ -81,6 +82,75 @@ impl RoutePolicies {
             .find(|r| r.matches(method, path))
             .unwrap_or(&self.default)
     }
+
+    /// The policies of every reading of the normalised `path` (as sent,
+    /// without `;` parameters, lower-cased; SPEC §15). The request must
+    /// satisfy all of them; the one for the path as sent names the route.
+    pub fn select_all(&self, method: &Method, path: &str) -> Selection<'_> {
+        let readings = super::path::readings(path);
+        let primary = self.select(method, readings.sent);
+        let mut sel = Selection {
+            primary,
+            others: [None; 3],
+        };
+        for reading in readings.others() {
+            let p = self.select(method, reading);
+            let known = std::ptr::eq(p, primary)
+                || sel.others.iter().flatten().any(|o| std::ptr::eq(*o, p));
+            if !known && let Some(slot) = sel.others.iter_mut().find(|s| s.is_none()) {
+                *slot = Some(p);
+            }
+        }
+        sel
+    }
+}
+
+/// The route policies a request falls under: one for most requests, up to
+/// four when its readings select different routes. Public only when every
+/// one is; otherwise it needs what each of them requires.
+#[derive(Clone, Copy)]
+pub struct Selection<'a> {
+    /// The route of the path as sent: the metrics label and `/auth/verify`'s `route`.
+    pub primary: &'a RoutePolicy,
+    others: [Option<&'a RoutePolicy>; 3],
+}
+
+impl<'a> Selection<'a> {
+    /// Only the one policy (tests, and callers that selected it themselves).
+    pub fn one(policy: &'a RoutePolicy) -> Self {
+        Selection {
+            primary: policy,
+            others: [None; 3],
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &'a RoutePolicy> {
+        std::iter::once(self.primary).chain(self.others.into_iter().flatten())
+    }
+
+    /// Public only when every reading selects a public route.
+    pub fn auth(&self) -> AuthMode {
+        if self.all().all(|p| p.auth == AuthMode::Public) {
+            AuthMode::Public
+        } else {
+            AuthMode::Authenticated
+        }
+    }
+
+    /// Step-up when any selected route asks for it.
+    pub fn require_otp(&self) -> bool {
+        self.all().any(|p| p.require_otp)
+    }
+
+    /// Whether the readings selected more than one route.
+    pub fn is_merged(&self) -> bool {
+        self.others[0].is_some()
+    }
+}
+
+/// 403 `FORBIDDEN` unless the identity may use every selected route.
+pub fn authorize_all(selection: &Selection<'_>, identity: &Identity) -> Result<(), Error> {
+    selection.all().try_for_each(|p| authorize(p, identity))
 }
 
 /// Whether `granted` (with `resource:*` and `*` wildcards) covers `required`.
@@ -164,6 +234,38 @@ roles = ["admin", "ops"]
             p.select(&Method::GET, "/other").auth,
             AuthMode::Authenticated
         );
+    }
+
+    #[test]
+    fn every_reading_of_the_path_must_be_satisfied() {
+        let p = policies(ROUTES);
+        // as sent: default; lower-cased: admin
+        let sel = p.select_all(&Method::GET, "/ADMIN/x");
+        assert_eq!(&*sel.primary.name, "default");
+        assert!(sel.is_merged());
+        assert_eq!(
+            authorize_all(&sel, &identity(&["member"], &["*"])),
+            Err(Error::Forbidden)
+        );
+        assert!(authorize_all(&sel, &identity(&["ops"], &[])).is_ok());
+        // public only when every reading is public
+        let sel = p.select_all(&Method::GET, "/PUBLIC/x");
+        assert_eq!(sel.auth(), AuthMode::Authenticated);
+        // as sent, `/public;x/y` is no `/public/**` path: the default policy
+        let sel = p.select_all(&Method::GET, "/public;x/y");
+        assert_eq!(sel.auth(), AuthMode::Authenticated);
+        assert!(sel.is_merged());
+        let sel = p.select_all(&Method::GET, "/public/y;x");
+        assert_eq!(sel.auth(), AuthMode::Public);
+        // parameters dropped: /admin;v=1/x is /admin/x to Tomcat
+        let sel = p.select_all(&Method::GET, "/admin;v=1/x");
+        assert_eq!(&*sel.primary.name, "default");
+        assert_eq!(
+            authorize_all(&sel, &identity(&["member"], &[])),
+            Err(Error::Forbidden)
+        );
+        // a lower-case path without parameters has one reading
+        assert!(!p.select_all(&Method::GET, "/admin/x").is_merged());
     }
 
     #[test]

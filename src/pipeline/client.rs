@@ -1,6 +1,7 @@
-//! Who is calling: the client IP (the peer, or the right-most untrusted
-//! `X-Forwarded-For` entry when the peer is a trusted proxy, SPEC §10) and the
-//! request id (kept when the client sent a sane one, else generated).
+//! Who is calling: the client IP (the peer, or, when the peer is a trusted
+//! proxy, `X-Forwarded-For` walked from the right past trusted addresses,
+//! SPEC §10 and §15) and the request id (kept when the client sent a sane
+//! one, else generated).
 
 use std::net::IpAddr;
 
@@ -21,21 +22,32 @@ pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|n| n.contains(&ip))
 }
 
+/// The client address: walking `X-Forwarded-For` from the right, each
+/// trusted hop hands over to the entry before it; the first untrusted address
+/// is the client. An entry that is not an IP address (`unknown`, a name, an
+/// obfuscated id) ends the walk at the last trusted hop: what lies left of it
+/// was written by someone no trusted proxy vouches for.
 pub fn client_info(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> ClientInfo {
     let peer_trusted = is_trusted(trusted, peer);
     let mut ip = peer;
     if peer_trusted {
-        let hops: Vec<IpAddr> = headers
+        let values: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse().ok())
+            .map(|v| v.to_str().unwrap_or("invalid"))
             .collect();
-        if let Some(first_untrusted) = hops.iter().rev().find(|h| !is_trusted(trusted, **h)) {
-            ip = *first_untrusted;
-        } else if let Some(first) = hops.first() {
-            ip = *first;
+        let entries = values.iter().flat_map(|v| v.split(',')).map(str::trim);
+        let entries: Vec<&str> = entries.collect();
+        for entry in entries.iter().rev() {
+            match entry.parse::<IpAddr>() {
+                Ok(hop) => {
+                    ip = hop;
+                    if !is_trusted(trusted, hop) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
         }
     }
     ClientInfo {
@@ -92,6 +104,29 @@ mod tests {
         let direct = client_info(&trusted, "198.51.100.7".parse().unwrap(), &h);
         assert_eq!(direct.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
         assert!(!direct.peer_trusted);
+    }
+
+    #[test]
+    fn the_walk_stops_at_the_first_untrusted_or_unreadable_entry() {
+        let trusted = vec!["127.0.0.0/8".parse::<IpNet>().unwrap()];
+        let peer = "127.0.0.1".parse().unwrap();
+        let ip = |xff: &str| client_info(&trusted, peer, &headers(&[("x-forwarded-for", xff)])).ip;
+        // a client-written entry left of a non-IP one is never the key
+        assert_eq!(ip("198.51.100.7, unknown"), peer);
+        assert_eq!(
+            ip("198.51.100.7, unknown, 127.0.0.2"),
+            "127.0.0.2".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            ip("198.51.100.7, 203.0.113.1"),
+            "203.0.113.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            ip("198.51.100.7, 127.0.0.3"),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(ip("127.0.0.9"), "127.0.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(ip(""), peer);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The mutator: what the upstream request looks like (SPEC §7 step 1 and 6,
-//! §8). Every incoming header under the identity prefix is removed (names
-//! compared case-insensitively, `_` as `-`), the credential's identity
-//! headers are set, `X-Request-Id` and `X-Forwarded-*` are written, and
+//! §8, §15). Every incoming header under the identity prefix is removed (names
+//! compared case-insensitively, `_` and `.` as `-`), the credential's identity
+//! headers are set, `X-Request-Id` is written, `X-Forwarded-*` and
+//! `Forwarded` are rebuilt (kept and extended only from a trusted peer), and
 //! credentials that belong to the sidecar (API keys, in `X-API-Key` or as a
 //! prefixed bearer token) never leave it. `/auth/verify` answers [`identity_values`].
 
@@ -67,6 +68,7 @@ impl PartialEq<&str> for WireName {
 pub const REQUEST_ID: WireName = WireName::fixed("x-request-id", "X-Request-Id");
 const FORWARDED_FOR: WireName = WireName::fixed("x-forwarded-for", "X-Forwarded-For");
 const FORWARDED_PROTO: WireName = WireName::fixed("x-forwarded-proto", "X-Forwarded-Proto");
+const FORWARDED_HOST: WireName = WireName::fixed("x-forwarded-host", "X-Forwarded-Host");
 
 /// Identity header names under the configured prefix, built once at start.
 pub struct IdentityHeaderNames {
@@ -94,7 +96,7 @@ impl IdentityHeaderNames {
                 .map_err(|e| format!("proxy.identity_header_prefix: {e}"))
         };
         Ok(IdentityHeaderNames {
-            prefix_lower: prefix.to_ascii_lowercase().replace('_', "-"),
+            prefix_lower: prefix.to_ascii_lowercase().replace(['_', '.'], "-"),
             user_id: name("User-Id")?,
             tenant_id: name("Tenant-Id")?,
             email: name("Email")?,
@@ -115,16 +117,11 @@ impl IdentityHeaderNames {
         self
     }
 
-    /// Whether an incoming header name falls under the identity prefix.
+    /// Whether an incoming header name falls under the identity prefix, in
+    /// any case and with `_` or `.` for `-` (`X.Auth.User.Id` becomes
+    /// `HTTP_X_AUTH_USER_ID` in CGI and WSGI).
     pub fn is_identity_header(&self, name: &str) -> bool {
-        name.len() >= self.prefix_lower.len()
-            && name.bytes().zip(self.prefix_lower.bytes()).all(|(a, b)| {
-                (if a == b'_' {
-                    b'-'
-                } else {
-                    a.to_ascii_lowercase()
-                }) == b
-            })
+        super::edge::folds_with_prefix(name, &self.prefix_lower)
     }
 }
 
@@ -281,10 +278,20 @@ fn render(id: &Identity) -> Rendered {
     }
 }
 
+/// Whether a client header is a forwarding header: `Forwarded`, or
+/// `X-Forwarded-*` in any spelling.
+fn is_forwarding_header(name: &str) -> bool {
+    name == "forwarded" || super::edge::folds_with_prefix(name, "x-forwarded-")
+}
+
+/// The header edits for the upstream request. `host` is the request's host
+/// (its `Host`, or the authority of an absolute-form target).
+#[allow(clippy::too_many_arguments)] // one call site; each is a distinct input of the request
 pub fn upstream_edits(
     names: &IdentityHeaderNames,
     cfg: &ProxySection,
     incoming: &HeaderMap,
+    host: Option<&HeaderValue>,
     identity: Option<&Identity>,
     assertion: Option<&str>,
     request_id: &str,
@@ -296,7 +303,10 @@ pub fn upstream_edits(
     };
     // only what is there: a removal costs two map look-ups in pingora
     for name in incoming.keys() {
-        if names.is_identity_header(name.as_str()) || name == super::authn::API_KEY_HEADER {
+        if names.is_identity_header(name.as_str())
+            || name == super::authn::API_KEY_HEADER
+            || (!client.peer_trusted && is_forwarding_header(name.as_str()))
+        {
             edits.remove.push(name.clone());
         }
     }
@@ -340,6 +350,14 @@ pub fn upstream_edits(
         .cloned()
         .unwrap_or(HeaderValue::from_static("http"));
     edits.insert.push((FORWARDED_PROTO, proto));
+    let forwarded_host = incoming
+        .get("x-forwarded-host")
+        .filter(|_| client.peer_trusted)
+        .or(host)
+        .cloned();
+    if let Some(v) = forwarded_host {
+        edits.insert.push((FORWARDED_HOST, v));
+    }
     edits
 }
 
@@ -363,7 +381,11 @@ mod tests {
             ("x_auth_email", "spoof"),
             ("X-AUTH-ANYTHING", "spoof"),
             ("x-authority", "keep"),
+            ("x.auth.user.id", "spoof"),
             ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "evil.example"),
+            ("x_forwarded_prefix", "/evil"),
+            ("forwarded", "host=evil.example"),
             ("x-api-key", "sk_live_x"),
         ] {
             h.insert(
@@ -383,6 +405,7 @@ mod tests {
             &incoming(),
             None,
             None,
+            None,
             "r1",
             &client(false),
         );
@@ -390,7 +413,11 @@ mod tests {
         assert!(removed.contains(&"x-auth-user-id"));
         assert!(removed.contains(&"x_auth_email"));
         assert!(removed.contains(&"x-auth-anything"));
+        assert!(removed.contains(&"x.auth.user.id"));
         assert!(removed.contains(&"x-api-key"));
+        for forwarding in ["x-forwarded-host", "x_forwarded_prefix", "forwarded"] {
+            assert!(removed.contains(&forwarding), "{forwarding}");
+        }
         assert!(!removed.contains(&"x-authority"));
         assert!(
             !e.insert
@@ -425,6 +452,7 @@ mod tests {
             &names,
             &ProxySection::default(),
             &incoming(),
+            None,
             Some(&id),
             None,
             "r1",
@@ -511,6 +539,7 @@ mod tests {
             &names,
             &ProxySection::default(),
             &h,
+            None,
             Some(&id),
             Some("a.b.c"),
             "r1",
@@ -539,6 +568,7 @@ mod tests {
             &names,
             &ProxySection::default(),
             &h,
+            None,
             None,
             None,
             "r1",

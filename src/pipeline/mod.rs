@@ -1,5 +1,6 @@
-//! The proxy path as a pipeline (SPEC §7), after Ory Oathkeeper:
-//! [`path`] normalisation → route policy ([`authz`]) → authenticators
+//! The proxy path as a pipeline (SPEC §7, §15), after Ory Oathkeeper:
+//! request-level rules ([`edge`]) → [`path`] normalisation → route policies
+//! of every reading of the path ([`authz`]) → authenticators
 //! ([`authn`]) → tenant check → authorizer ([`authz`]) → mutator
 //! ([`identity_headers`]). [`check`] runs the stages a request needs.
 
@@ -16,6 +17,7 @@ use crate::metrics;
 pub mod authn;
 pub mod authz;
 pub mod client;
+pub mod edge;
 pub mod identity_headers;
 pub mod otp;
 pub mod path;
@@ -42,17 +44,19 @@ pub struct Identity {
 }
 
 /// Authenticates and authorizes a request on the proxy path (or the one
-/// `GET /auth/verify` describes) under the route `policy` it matched.
+/// `GET /auth/verify` describes) under the route policies its path selected
+/// (every reading of it, SPEC §15).
 /// `Ok(None)`: a public route passed without a (valid) credential.
 pub async fn check(
     app: &App,
-    policy: &authz::RoutePolicy,
+    policy: &authz::Selection<'_>,
     headers: &HeaderMap,
 ) -> Result<Option<Arc<Identity>>, Error> {
     let presented = authn::presented(headers, &app.config.api_keys.prefix);
     let credential = presented.label();
     let decide = |outcome: &str| metrics::auth_decision(credential, outcome);
-    let identity = match (policy.auth, authn::authenticate(app, &presented).await) {
+    let auth = policy.auth();
+    let identity = match (auth, authn::authenticate(app, &presented).await) {
         (_, Ok(Some(identity))) => identity,
         (AuthMode::Public, _) => {
             decide("anonymous");
@@ -76,7 +80,7 @@ pub async fn check(
         .check_matches(tenant_header, identity.tenant_id)
         .await
     {
-        Ok(()) if policy.require_otp => match app.otp.check(app, &identity, headers).await {
+        Ok(()) if policy.require_otp() => match app.otp.check(app, &identity, headers).await {
             Ok(()) => {
                 if !identity.mfa {
                     identity = Arc::new(Identity {
@@ -84,11 +88,11 @@ pub async fn check(
                         ..(*identity).clone()
                     });
                 }
-                authz::authorize(policy, &identity)
+                authz::authorize_all(policy, &identity)
             }
             Err(e) => Err(e),
         },
-        Ok(()) => authz::authorize(policy, &identity),
+        Ok(()) => authz::authorize_all(policy, &identity),
         Err(e) => Err(e),
     };
     match verdict {
@@ -97,7 +101,7 @@ pub async fn check(
             Ok(Some(identity))
         }
         // optional authentication: a credential that does not fit a public route is ignored
-        Err(e) if policy.auth == AuthMode::Public && e != Error::StoreUnavailable => {
+        Err(e) if auth == AuthMode::Public && e != Error::StoreUnavailable => {
             decide("anonymous");
             Ok(None)
         }

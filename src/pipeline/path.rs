@@ -1,6 +1,9 @@
-//! Path normalisation (SPEC §14) before any route policy is matched:
+//! Path normalisation (SPEC §14, §15) before any route policy is matched:
 //! percent-encoded unreserved characters decoded, `.`/`..` resolved,
-//! duplicate slashes merged; escaping the root, an encoded `/` or a NUL is refused.
+//! duplicate slashes merged; escaping the root, an encoded `/` or NUL, a
+//! backslash, a decoding that is not UTF-8 and a `;` parameter on an empty,
+//! `.` or `..` segment are refused. [`readings`] gives the other readings an
+//! upstream may make of the result (parameters dropped, case folded).
 
 use std::borrow::Cow;
 
@@ -55,13 +58,13 @@ fn decode_segment(seg: &str) -> Result<String, Error> {
 }
 
 /// Whether `path` is already in normal form: absolute ASCII without `%`,
-/// `\\`, NUL, empty (`//`), `.` or `..` segments. Most requests are, and
+/// `;`, `\\`, NUL, empty (`//`), `.` or `..` segments. Most requests are, and
 /// then [`normalize`] borrows instead of rebuilding the path.
 fn is_normal(path: &str) -> bool {
     path.starts_with('/')
         && path
             .bytes()
-            .all(|c| c.is_ascii() && !matches!(c, b'%' | b'\\' | 0))
+            .all(|c| c.is_ascii() && !matches!(c, b'%' | b';' | b'\\' | 0))
         && !path.contains("//")
         && path[1..].split('/').all(|seg| seg != "." && seg != "..")
 }
@@ -82,12 +85,32 @@ fn rebuild(path: &str) -> Result<String, Error> {
             "the path must be an absolute ASCII path",
         ));
     }
+    // every escape decoded must spell UTF-8: `%C0%AE` (an overlong `.`) or
+    // `%FF` would be read differently by different upstreams
+    if percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .is_err()
+    {
+        return Err(Error::invalid(
+            "path",
+            "the percent-decoded path is not valid UTF-8",
+        ));
+    }
     let mut stack: Vec<String> = Vec::new();
     let segments: Vec<&str> = path.split('/').collect();
     let last = segments.len() - 1;
     let mut trailing_slash = false;
     for (i, raw) in segments.iter().enumerate().skip(1) {
         let seg = decode_segment(raw)?;
+        // `/public/..;/admin`: Tomcat, Jetty and Spring drop `;x` and then resolve the dots
+        if let Some((name, _)) = seg.split_once(';')
+            && matches!(name, "" | "." | "..")
+        {
+            return Err(Error::invalid(
+                "path",
+                "a `;` parameter on an empty, `.` or `..` path segment",
+            ));
+        }
         match seg.as_str() {
             "" => {
                 if i == last {
@@ -121,9 +144,106 @@ fn rebuild(path: &str) -> Result<String, Error> {
     Ok(out)
 }
 
+/// The readings of a normalised path an upstream may make (SPEC §15): as
+/// sent, with each segment's `;…` parameters removed, and each of those
+/// lower-cased. The first is `path` itself; duplicates are left out, so a
+/// lower-case path without `;` has one reading.
+pub fn readings(path: &str) -> Readings<'_> {
+    let mut out = Readings {
+        sent: path,
+        other: [None, None, None],
+    };
+    let stripped = path.contains(';').then(|| strip_params(path));
+    let mut push = |r: String| {
+        if r != path
+            && !out.other.iter().flatten().any(|o| *o == r)
+            && let Some(slot) = out.other.iter_mut().find(|s| s.is_none())
+        {
+            *slot = Some(r);
+        }
+    };
+    if path.bytes().any(|b| b.is_ascii_uppercase()) {
+        push(path.to_ascii_lowercase());
+    }
+    if let Some(stripped) = stripped {
+        if stripped.bytes().any(|b| b.is_ascii_uppercase()) {
+            push(stripped.to_ascii_lowercase());
+        }
+        push(stripped);
+    }
+    out
+}
+
+/// The readings of one path; see [`readings`].
+pub struct Readings<'a> {
+    pub sent: &'a str,
+    other: [Option<String>; 3],
+}
+
+impl Readings<'_> {
+    /// The readings other than the path as sent.
+    pub fn others(&self) -> impl Iterator<Item = &str> {
+        self.other.iter().flatten().map(String::as_str)
+    }
+}
+
+/// `path` with the `;…` part of every segment removed.
+fn strip_params(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(seg.split_once(';').map_or(seg, |(name, _)| name));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{normalize, readings};
+
+    fn all(path: &str) -> Vec<String> {
+        let r = readings(path);
+        std::iter::once(r.sent.to_string())
+            .chain(r.others().map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn readings_drop_parameters_and_fold_case() {
+        assert_eq!(all("/a/b"), ["/a/b"]);
+        assert_eq!(all("/A/b"), ["/A/b", "/a/b"]);
+        assert_eq!(all("/a;x/b;y=1"), ["/a;x/b;y=1", "/a/b"]);
+        assert_eq!(
+            all("/Admin;x/b"),
+            ["/Admin;x/b", "/admin;x/b", "/admin/b", "/Admin/b"]
+        );
+    }
+
+    #[test]
+    fn parameters_on_dot_and_empty_segments_are_refused() {
+        for p in [
+            "/public/..;/admin",
+            "/public/.;/admin",
+            "/a/;x/b",
+            "/public/%2e%2e;x/admin",
+            "/;",
+        ] {
+            assert!(normalize(p).is_err(), "{p} must be refused");
+        }
+        assert_eq!(normalize("/a;v=1/b").unwrap(), "/a;v=1/b");
+        assert_eq!(normalize("/a/..;x").ok(), None);
+        assert_eq!(normalize("/a/b..;x/c").unwrap(), "/a/b..;x/c");
+    }
+
+    #[test]
+    fn decodings_that_are_not_utf8_are_refused() {
+        for p in ["/%C0%AE%C0%AE/admin", "/a/%FF", "/a/%c0%af", "/%E2%82"] {
+            assert!(normalize(p).is_err(), "{p} must be refused");
+        }
+        assert_eq!(normalize("/caf%C3%A9").unwrap(), "/caf%C3%A9");
+    }
 
     #[test]
     fn normal_paths_are_unchanged() {

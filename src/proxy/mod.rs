@@ -2,16 +2,20 @@
 //! pipeline, the `/auth` router or the response writer and nothing else.
 //!
 //! ```text
-//!  downstream request
+//!  downstream request ── unreadable (bad framing, two Host, CONNECT) → early_error_response (JSON 400/405)
 //!        │
-//!  request_filter ── normalise path (400) ─┬─ /auth/**           → auth::handle   → respond
+//!  request_filter ── edge::check (400) ── Connection nominations of our own headers dropped
+//!        │
+//!        ├───────── normalise path (400) ─┬─ /auth/**           → auth::handle   → respond
 //!        │                                 ├─ /.well-known/jwks → respond
-//!        │                                 └─ else: route policy → pipeline::check (401/403 → respond)
+//!        │                                 └─ else: route policies of every reading of the path
+//!        │                                          → pipeline::check (401/403 → respond)
+//!        │                                          → chunked body: first chunk read here (malformed → 400)
 //!  upstream_peer ────────── the prebuilt peer (resolved once at start)
 //!  upstream_request_filter ─ identity_headers::upstream_edits (strip, set, assertion, X-Forwarded-*)
 //!  upstream_response_filter  upstream latency
 //!  response_filter ──────── X-Request-Id on the answer
-//!  fail_to_proxy ────────── 502 UPSTREAM_UNAVAILABLE / 504 UPSTREAM_TIMEOUT as JSON
+//!  fail_to_proxy ────────── 502 UPSTREAM_UNAVAILABLE / 504 UPSTREAM_TIMEOUT / 400 bad body framing as JSON
 //!  logging ──────────────── metrics + one JSON log line
 //! ```
 
@@ -30,6 +34,7 @@ use crate::error::Error as AuthError;
 use crate::http_types::AuthRequest;
 use crate::metrics;
 use crate::pipeline::client::{self, ClientInfo};
+use crate::pipeline::edge::{self, CredentialHeaders};
 use crate::pipeline::{self, Identity, identity_headers, path};
 
 pub mod admin;
@@ -70,11 +75,83 @@ pub struct RequestCtx {
 pub struct Proxy {
     app: Arc<App>,
     peer: HttpPeer,
+    credentials: CredentialHeaders,
+}
+
+/// Headers the sidecar writes upstream itself: a `Connection` header naming
+/// them cannot take them away (SPEC §15), so the nomination is dropped.
+fn set_by_sidecar(app: &App, name: &http::HeaderName) -> bool {
+    name == http::header::HOST
+        || name == identity_headers::REQUEST_ID.name()
+        || edge::folds_with_prefix(name.as_str(), "x-forwarded-")
+        || app.identity_headers.is_identity_header(name.as_str())
 }
 
 impl Proxy {
     pub fn new(app: Arc<App>, peer: HttpPeer) -> Self {
-        Proxy { app, peer }
+        let credentials = CredentialHeaders::new(&app.config.proxy.otp_header);
+        Proxy {
+            app,
+            peer,
+            credentials,
+        }
+    }
+
+    /// SPEC §15's request-level rules; `Err` is answered by the caller.
+    fn check_edge(&self, session: &mut Session) -> std::result::Result<(), AuthError> {
+        let header = session.req_header();
+        edge::check(
+            header.version,
+            header.uri.authority().is_some(),
+            &header.headers,
+            &self.credentials,
+        )?;
+        // `Connection: X-Forwarded-For`: the client's copy goes (it was hop-by-hop),
+        // ours is set later; pingora would refuse the nomination outright
+        let tokens = edge::connection_tokens(&header.headers)?;
+        if tokens.iter().any(|t| set_by_sidecar(&self.app, t)) {
+            let (own, kept): (Vec<_>, Vec<_>) = tokens
+                .into_iter()
+                .partition(|t| set_by_sidecar(&self.app, t));
+            let header = session.req_header_mut();
+            for name in own.iter().filter(|n| **n != http::header::HOST) {
+                header.remove_header(name);
+            }
+            let kept: Vec<&str> = kept.iter().map(http::HeaderName::as_str).collect();
+            if kept.is_empty() {
+                header.remove_header(&http::header::CONNECTION);
+            } else {
+                header
+                    .insert_header(http::header::CONNECTION, kept.join(", "))
+                    .map_err(|_| AuthError::invalid("Connection", "unreadable"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the first piece of a chunked request body before the upstream
+    /// is contacted, so a malformed chunk size is a 400 and the upstream never
+    /// sees the start of a request that cannot finish. pingora sends what was
+    /// read here first (its retry buffer, up to 64 KiB). Not done when the
+    /// client waits for `100 Continue`.
+    async fn preread_chunked(&self, session: &mut Session) -> std::result::Result<(), AuthError> {
+        let headers = &session.req_header().headers;
+        if !headers.contains_key(http::header::TRANSFER_ENCODING)
+            || headers.contains_key(http::header::EXPECT)
+        {
+            return Ok(());
+        }
+        session.as_downstream_mut().enable_retry_buffering();
+        let malformed = || AuthError::invalid("body", "malformed chunked body");
+        session.read_request_body().await.map_err(|_| malformed())?;
+        if session.as_downstream().retry_buffer_truncated() {
+            // what was read could not be kept for the upstream
+            return Err(AuthError::invalid(
+                "body",
+                "the first chunk of a chunked body is larger than 64 KiB",
+            ));
+        }
+        Ok(())
     }
 
     async fn answer_auth(
@@ -138,6 +215,38 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    /// The JSON answer (with a new `X-Request-Id`) to what pingora refuses
+    /// before any other hook: an unreadable or ambiguously framed request
+    /// head, two `Host` headers, `CONNECT` (vendor/README.md).
+    fn early_error_response(
+        &self,
+        status: u16,
+        error: Option<&Error>,
+    ) -> Option<(ResponseHeader, bytes::Bytes)> {
+        let err = match status {
+            405 => AuthError::MethodNotAllowed {
+                allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+            },
+            _ => AuthError::bad_request(
+                error
+                    .and_then(|e| e.context.as_ref())
+                    .map(|c| format!("the request cannot be read: {}", c.as_str()))
+                    .unwrap_or_else(|| "the request cannot be read".to_string()),
+            ),
+        };
+        let request_id = client::request_id(&http::HeaderMap::new());
+        metrics::observe_request("edge", "OTHER", err.status(), 0.0);
+        tracing::info!(
+            target: "portcullis::access",
+            request_id = %request_id,
+            route = "edge",
+            status = err.status(),
+            reason = error.map(|e| e.to_string()).unwrap_or_default(),
+            "request refused before routing"
+        );
+        respond::header_of(err.render(&request_id), &request_id).ok()
+    }
+
     /// No compression module: nothing here compresses.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
@@ -150,6 +259,11 @@ impl ProxyHttp for Proxy {
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         ctx.client = client::client_info(&self.app.trusted_proxies, peer, &header.headers);
+        if let Err(e) = self.check_edge(session) {
+            respond::error(session, ctx, e).await?;
+            return Ok(true);
+        }
+        let header = session.req_header();
         let raw_path = header.uri.path();
         let path = match path::normalize(raw_path) {
             Ok(p) => p,
@@ -171,14 +285,18 @@ impl ProxyHttp for Proxy {
         }
         let header = session.req_header();
         let routes = self.app.routes();
-        let policy = routes.select(&header.method, &path);
-        ctx.route = RouteName::Policy(policy.name.clone());
-        match pipeline::check(&self.app, policy, &header.headers).await {
+        let selection = routes.select_all(&header.method, &path);
+        ctx.route = RouteName::Policy(selection.primary.name.clone());
+        let verdict = pipeline::check(&self.app, &selection, &header.headers).await;
+        let rewritten = (path != raw_path).then(|| path.into_owned());
+        let verdict = match verdict {
+            Ok(identity) => self.preread_chunked(session).await.map(|()| identity),
+            Err(e) => Err(e),
+        };
+        match verdict {
             Ok(identity) => {
                 ctx.identity = identity;
-                if path != raw_path {
-                    ctx.rewritten_path = Some(path.into_owned());
-                }
+                ctx.rewritten_path = rewritten;
                 Ok(false)
             }
             Err(e) => {
@@ -206,10 +324,16 @@ impl ProxyHttp for Proxy {
             .identity
             .as_deref()
             .and_then(|id| self.app.identity_assertion(id));
+        let downstream = session.req_header();
+        let host = match downstream.uri.authority() {
+            Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
+            None => downstream.headers.get(http::header::HOST).cloned(),
+        };
         let edits = identity_headers::upstream_edits(
             &self.app.identity_headers,
             &self.app.config.proxy,
-            &session.req_header().headers,
+            &downstream.headers,
+            host.as_ref(),
             ctx.identity.as_deref(),
             assertion.as_deref(),
             &ctx.request_id,
@@ -276,6 +400,15 @@ impl ProxyHttp for Proxy {
             ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
                 (Some(AuthError::UpstreamUnavailable), "connect")
             }
+            // a malformed chunk or framing found while the body streams
+            ErrorType::InvalidHTTPHeader | ErrorType::Custom("InvalidChunk")
+                if e.esource() == &ErrorSource::Downstream =>
+            {
+                (
+                    Some(AuthError::invalid("body", "malformed request body framing")),
+                    "downstream_framing",
+                )
+            }
             _ => match e.esource() {
                 ErrorSource::Upstream => (Some(AuthError::UpstreamUnavailable), "upstream"),
                 // the client went away or sent garbage: nothing useful to answer
@@ -287,6 +420,8 @@ impl ProxyHttp for Proxy {
         // pingora will not reuse this connection: say so, so clients do not either
         session.set_keepalive(None);
         let code = match error {
+            // an answer already began: it cannot be replaced, only cut
+            Some(_) if session.response_written().is_some() => 0,
             Some(err) => {
                 let status = err.status();
                 if respond::error(session, ctx, err).await.is_err() {

@@ -14,12 +14,9 @@ use crate::error::Error as AuthError;
 use crate::http_types::HttpResponse;
 use crate::pipeline::identity_headers;
 
-/// Writes `response` with `Content-Length` and `X-Request-Id`.
-pub async fn write(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    response: HttpResponse,
-) -> Result<()> {
+/// `response` as pingora's header and body, with `Content-Length`,
+/// `X-Request-Id` and (unless set) `Cache-Control: no-store`.
+pub fn header_of(response: HttpResponse, request_id: &str) -> Result<(ResponseHeader, Bytes)> {
     let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 3))?;
     for (name, value) in response.headers {
         match name {
@@ -28,19 +25,28 @@ pub async fn write(
         };
     }
     header.insert_header("content-length", response.body.len().to_string())?;
-    header.insert_header(identity_headers::REQUEST_ID.wire(), ctx.request_id.as_str())?;
+    header.insert_header(identity_headers::REQUEST_ID.wire(), request_id)?;
     if header.headers.get("cache-control").is_none() {
         header.insert_header("cache-control", "no-store")?;
     }
-    ctx.status = Some(response.status);
+    Ok((header, response.body))
+}
+
+/// Writes `response` with `Content-Length` and `X-Request-Id`.
+pub async fn write(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    response: HttpResponse,
+) -> Result<()> {
+    let status = response.status;
+    let (header, body) = header_of(response, &ctx.request_id)?;
+    ctx.status = Some(status);
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(header), head_only)
         .await?;
     if !head_only {
-        session
-            .write_response_body(Some(response.body), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
     }
     Ok(())
 }

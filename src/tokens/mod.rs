@@ -71,7 +71,7 @@ pub fn sign(keys: &KeyRing, claims: &AccessClaims) -> Result<String, Error> {
 }
 
 /// Verifies an access token: known `kid`, the key's own algorithm, `typ`,
-/// signature, `exp`/`nbf` with leeway, `iss`, `aud`. Expired → `TOKEN_EXPIRED`,
+/// signature, `exp`/`nbf`/`iat` with leeway, `iss`, `aud`. Expired → `TOKEN_EXPIRED`,
 /// every other defect → `INVALID_TOKEN`.
 pub async fn verify(keys: &KeyRing, cfg: &JwtSection, token: &str) -> Result<AccessClaims, Error> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken)?;
@@ -105,6 +105,10 @@ pub async fn verify(keys: &KeyRing, cfg: &JwtSection, token: &str) -> Result<Acc
         .map(String::from)
         .collect::<HashSet<_>>();
     match jsonwebtoken::decode::<AccessClaims>(token, &verifier.key, &validation) {
+        // jsonwebtoken does not look at `iat`: a token from the future is not ours (SPEC §15)
+        Ok(data) if data.claims.iat > crate::store::now() + cfg.leeway_seconds as i64 => {
+            Err(Error::InvalidToken)
+        }
         Ok(data) => Ok(data.claims),
         Err(e) => match e.kind() {
             ErrorKind::ExpiredSignature => Err(Error::TokenExpired),
