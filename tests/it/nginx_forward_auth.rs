@@ -1,7 +1,10 @@
 //! `examples/nginx-auth-request.conf` run as it is (ports changed) by a real
 //! nginx on loopback, in front of the echo upstream, with the sidecar as its
-//! `auth_request` service: a protected location is enforced, identity headers
-//! reach the application, the API key does not.
+//! `auth_request` service: a protected location is enforced with portcullis'
+//! own JSON errors, identity headers reach the application, spoofed ones
+//! make portcullis refuse the request, the API key never reaches it.
+//! (`tests/differential/test_forward_auth.py` runs the example against more
+//! hostile requests, and the Traefik one.)
 //!
 //! nginx is the one on the PATH (or `/usr/sbin/nginx`); when missing, the
 //! Debian package is fetched with `apt-get download` and unpacked into
@@ -187,15 +190,17 @@ fn nginx_auth_request_enforces_a_protected_location_through_auth_verify() {
     let sc = Sidecar::start(Opts::new());
     let ngx = Nginx::start(&bin, &sc);
 
-    // no credential: 401 with portcullis' challenge, the application never sees it
-    let (status, headers, _) = send(ngx.req("GET", "/api/orders"));
+    // no credential: portcullis' JSON 401 with one challenge, the application never sees it
+    let (status, headers, body) = send(ngx.req("GET", "/api/orders"));
     assert_eq!(status, 401, "{}", ngx.errors());
-    assert_eq!(
-        headers
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok()),
-        Some("Bearer")
-    );
+    let challenges: Vec<&str> = headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default())
+        .collect();
+    assert_eq!(challenges, ["Bearer"], "{headers:?}");
+    let err: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(err["error"]["code"], "UNAUTHENTICATED", "{body}");
     assert!(sc.echo.for_path("/api/orders").is_empty());
     // a public location passes without identity
     assert_eq!(send(ngx.req("GET", "/public/page")).0, 200);
@@ -212,12 +217,27 @@ fn nginx_auth_request_enforces_a_protected_location_through_auth_verify() {
     let access = tokens["accessToken"].as_str().unwrap();
     let user_id = tokens["user"]["id"].as_str().unwrap();
 
-    // a JWT, with spoofed identity headers that must not survive
+    // a JWT with spoofed identity headers: portcullis refuses the described
+    // request (400 INVALID_REQUEST, SPEC §15) and nginx answers its JSON
+    let (status, headers, body) = send(
+        ngx.req("GET", "/api/spoofed")
+            .bearer_auth(access)
+            .header("X-Auth-User-Id", "00000000-0000-0000-0000-000000000000")
+            .header("X-Auth-Roles", "admin"),
+    );
+    assert_eq!(status, 400, "{body}");
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["error"]["code"], "INVALID_REQUEST", "{body}");
+    assert_eq!(
+        headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+        err["error"]["requestId"].as_str()
+    );
+    assert!(sc.echo.for_path("/api/spoofed").is_empty());
+
+    // nginx drops the "_" spelling itself; the JWT's identity reaches the application
     let (status, _, _) = send(
         ngx.req("GET", "/api/orders")
             .bearer_auth(access)
-            .header("X-Auth-User-Id", "00000000-0000-0000-0000-000000000000")
-            .header("X-Auth-Roles", "admin")
             .header("x_auth_roles", "admin"),
     );
     assert_eq!(status, 200);
