@@ -103,7 +103,7 @@ differential:
 	  (cd "$(DIFF_EXPRESS)" && npm ci --no-audit --no-fund --silent); \
 	fi
 	DIFF_EXPRESS_DIR="$(DIFF_EXPRESS)" PORTCULLIS_BIN="$${PORTCULLIS_BIN:-target/release/portcullis}" \
-	  "$(DIFF_VENV)/bin/python" -m pytest tests/differential -q -p no:cacheprovider
+	  "$(DIFF_VENV)/bin/python" -m pytest tests/differential -q -rs -p no:cacheprovider
 
 # The suite runs ./target/release/portcullis; the build is incremental after
 # `cargo test --release` (same profile), so it costs seconds.

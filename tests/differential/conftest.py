@@ -16,13 +16,15 @@ import upstreams  # noqa: E402
 
 REPORT_ONLY = bool(os.environ.get("DIFF_REPORT"))
 _RUNS: dict[str, "runner.Run"] = {}
+_MISSING: list[str] = []
 
 
 def _missing(what: str):
     msg = f"!!! DIFFERENTIAL SUITE: {what}"
     if harness.in_ci():
         pytest.fail(f"{msg} (CI is set: a missing counterpart fails the run)", pytrace=False)
-    print(f"\n{msg} -- SKIPPED (set CI=1 to make this a failure)", file=sys.stderr)
+    if what not in _MISSING:
+        _MISSING.append(what)
     pytest.skip(msg)
 
 
@@ -56,9 +58,14 @@ def upstream_run(require_binary, tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    tr = terminalreporter
+    if _MISSING:
+        tr.section("differential: COUNTERPARTS MISSING, THEIR TESTS SKIPPED", red=True, bold=True)
+        for what in _MISSING:
+            tr.write_line(f"!!! {what}", red=True, bold=True)
+        tr.write_line("(with CI set these are failures)")
     if not _RUNS:
         return
-    tr = terminalreporter
     runs = [_RUNS[n] for n in upstreams.NAMES if n in _RUNS]
     tr.section("differential: per upstream")
     tr.write_line(f"binary: {harness.portcullis_bin()}")
