@@ -4,7 +4,7 @@
 //! are compared folded: lower case, with `_` and `.` read as `-`, because
 //! WSGI, CGI and PHP fold them so.
 
-use http::{HeaderMap, HeaderName, Version, header};
+use http::{HeaderMap, HeaderName, header};
 
 use crate::error::Error;
 
@@ -48,12 +48,11 @@ impl CredentialHeaders {
     }
 }
 
-/// 400 `INVALID_REQUEST` unless the request can be read one way: an HTTP/1.1
-/// request names its host (in `Host` or an absolute-form target) once; each
+/// 400 `INVALID_REQUEST` unless the request can be read one way: it names
+/// its host (in `Host` or an absolute-form target) once, HTTP/1.0 too; each
 /// credential header comes once, spelled as the sidecar reads it (the two
 /// OTP names count as one header); the `Connection` header is well formed.
 pub fn check(
-    version: Version,
     has_authority: bool,
     headers: &HeaderMap,
     credentials: &CredentialHeaders,
@@ -61,11 +60,10 @@ pub fn check(
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (_, Some(_)) => return Err(Error::invalid("Host", "more than one Host header")),
-        (None, None) if version == Version::HTTP_11 && !has_authority => {
-            return Err(Error::invalid(
-                "Host",
-                "an HTTP/1.1 request needs a Host header",
-            ));
+        // HTTP/1.0 does not require Host, but without it the upstream would
+        // get a request for no host at all (pingora does not invent one)
+        (None, None) if !has_authority => {
+            return Err(Error::invalid("Host", "the request needs a Host header"));
         }
         _ => {}
     }
@@ -152,12 +150,7 @@ mod tests {
     }
 
     fn run(pairs: &[(&str, &str)]) -> Result<(), Error> {
-        check(
-            Version::HTTP_11,
-            false,
-            &headers(pairs),
-            &CredentialHeaders::new("X-OTP"),
-        )
+        check(false, &headers(pairs), &CredentialHeaders::new("X-OTP"))
     }
 
     #[test]
@@ -167,8 +160,8 @@ mod tests {
         assert!(run(&[("host", "a"), ("host", "b")]).is_err());
         let none = HeaderMap::new();
         let creds = CredentialHeaders::new("x-otp");
-        assert!(check(Version::HTTP_10, false, &none, &creds).is_ok());
-        assert!(check(Version::HTTP_11, true, &none, &creds).is_ok());
+        assert!(check(false, &none, &creds).is_err());
+        assert!(check(true, &none, &creds).is_ok());
     }
 
     #[test]

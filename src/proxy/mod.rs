@@ -42,6 +42,10 @@ mod respond;
 
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
+/// How much of a chunked request body is read and checked before the
+/// upstream is contacted.
+const PREREAD_LIMIT: usize = 64 * 1024;
+
 /// The route label of a request, for metrics and logs.
 pub enum RouteName {
     Static(&'static str),
@@ -69,6 +73,8 @@ pub struct RequestCtx {
     /// Status of a response the sidecar wrote itself.
     status: Option<u16>,
     upstream_start: Option<Instant>,
+    /// The start of a chunked body, read before proxying (`preread_chunked`).
+    preread: Option<bytes::Bytes>,
     _in_flight: InFlight,
 }
 
@@ -101,11 +107,19 @@ impl Proxy {
     fn check_edge(&self, session: &mut Session) -> std::result::Result<(), AuthError> {
         let header = session.req_header();
         edge::check(
-            header.version,
-            header.uri.authority().is_some(),
+            absolute_form_authority(header).is_some(),
             &header.headers,
             &self.credentials,
         )?;
+        if header.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && sent_content_length(session)
+        {
+            return Err(AuthError::invalid(
+                "Transfer-Encoding",
+                "both Transfer-Encoding and Content-Length: the body's length is ambiguous",
+            ));
+        }
+        let header = session.req_header();
         // `Connection: X-Forwarded-For`: the client's copy goes (it was hop-by-hop),
         // ours is set later; pingora would refuse the nomination outright
         let tokens = edge::connection_tokens(&header.headers)?;
@@ -129,27 +143,33 @@ impl Proxy {
         Ok(())
     }
 
-    /// Reads the first piece of a chunked request body before the upstream
-    /// is contacted, so a malformed chunk size is a 400 and the upstream never
-    /// sees the start of a request that cannot finish. pingora sends what was
-    /// read here first (its retry buffer, up to 64 KiB). Not done when the
-    /// client waits for `100 Continue`.
-    async fn preread_chunked(&self, session: &mut Session) -> std::result::Result<(), AuthError> {
+    /// Reads the start of a chunked request body (up to [`PREREAD_LIMIT`],
+    /// or all of it) before the upstream is contacted, so a malformed chunk is
+    /// a 400 and the upstream never sees part of a request that cannot finish;
+    /// pingora sends these bytes first ([`ProxyHttp::preread_body`]). A longer
+    /// body streams from there on, as nginx's `proxy_request_buffering`
+    /// would not. Not done when the client waits for `100 Continue`.
+    async fn preread_chunked(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), AuthError> {
         let headers = &session.req_header().headers;
         if !headers.contains_key(http::header::TRANSFER_ENCODING)
             || headers.contains_key(http::header::EXPECT)
         {
             return Ok(());
         }
-        session.as_downstream_mut().enable_retry_buffering();
-        let malformed = || AuthError::invalid("body", "malformed chunked body");
-        session.read_request_body().await.map_err(|_| malformed())?;
-        if session.as_downstream().retry_buffer_truncated() {
-            // what was read could not be kept for the upstream
-            return Err(AuthError::invalid(
-                "body",
-                "the first chunk of a chunked body is larger than 64 KiB",
-            ));
+        let mut read = bytes::BytesMut::new();
+        while read.len() < PREREAD_LIMIT && !session.is_body_done() {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => read.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(_) => return Err(AuthError::invalid("body", "malformed chunked body")),
+            }
+        }
+        if !read.is_empty() {
+            ctx.preread = Some(read.freeze());
         }
         Ok(())
     }
@@ -188,6 +208,31 @@ impl Proxy {
     }
 }
 
+/// The authority of an absolute-form target (`GET http://h/p HTTP/1.1`):
+/// pingora keeps it in the raw target, not in the parsed URI, and has checked
+/// that a `Host` sent beside it is the same.
+fn absolute_form_authority(header: &RequestHeader) -> Option<&[u8]> {
+    pingora::http::authority::raw_target_authority(header.raw_path()).authority()
+}
+
+/// Whether the client sent `Content-Length`: pingora drops it from the parsed
+/// header when `Transfer-Encoding` is there too (RFC 9112 §6.3), so the raw
+/// head is read again, with httparse, for the rare request that has both.
+fn sent_content_length(session: &Session) -> bool {
+    let pingora::protocols::http::ServerSession::H1(h1) = session.as_downstream() else {
+        return false;
+    };
+    let raw = h1.get_headers_raw_bytes();
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut headers);
+    // pingora parsed this head already; a failure here cannot happen, and is not a yes
+    req.parse(&raw).is_ok()
+        && req
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("content-length"))
+}
+
 fn is_under(path: &str, prefix: &str) -> bool {
     path.strip_prefix(prefix)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -211,6 +256,7 @@ impl ProxyHttp for Proxy {
             identity: None,
             status: None,
             upstream_start: None,
+            preread: None,
             _in_flight: self.app.track_request(),
         }
     }
@@ -245,6 +291,10 @@ impl ProxyHttp for Proxy {
             "request refused before routing"
         );
         respond::header_of(err.render(&request_id), &request_id).ok()
+    }
+
+    fn preread_body(&self, ctx: &RequestCtx) -> Option<bytes::Bytes> {
+        ctx.preread.clone()
     }
 
     /// No compression module: nothing here compresses.
@@ -288,9 +338,11 @@ impl ProxyHttp for Proxy {
         let selection = routes.select_all(&header.method, &path);
         ctx.route = RouteName::Policy(selection.primary.name.clone());
         let verdict = pipeline::check(&self.app, &selection, &header.headers).await;
-        let rewritten = (path != raw_path).then(|| path.into_owned());
+        // an absolute-form target goes upstream in origin form, its authority as Host
+        let absolute = absolute_form_authority(header).is_some();
+        let rewritten = (path != raw_path || absolute).then(|| path.into_owned());
         let verdict = match verdict {
-            Ok(identity) => self.preread_chunked(session).await.map(|()| identity),
+            Ok(identity) => self.preread_chunked(session, ctx).await.map(|()| identity),
             Err(e) => Err(e),
         };
         match verdict {
@@ -325,10 +377,11 @@ impl ProxyHttp for Proxy {
             .as_deref()
             .and_then(|id| self.app.identity_assertion(id));
         let downstream = session.req_header();
-        let host = match downstream.uri.authority() {
-            Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
-            None => downstream.headers.get(http::header::HOST).cloned(),
-        };
+        let absolute =
+            absolute_form_authority(downstream).and_then(|a| http::HeaderValue::from_bytes(a).ok());
+        let host = absolute
+            .clone()
+            .or_else(|| downstream.headers.get(http::header::HOST).cloned());
         let edits = identity_headers::upstream_edits(
             &self.app.identity_headers,
             &self.app.config.proxy,
@@ -354,6 +407,9 @@ impl ProxyHttp for Proxy {
                 .parse::<http::Uri>()
                 .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
             upstream.set_uri(uri);
+        }
+        if let Some(authority) = absolute {
+            upstream.insert_header(http::header::HOST, authority)?;
         }
         ctx.upstream_start = Some(Instant::now());
         Ok(())

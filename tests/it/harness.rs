@@ -599,7 +599,45 @@ pub fn raw_http(
     let _ = reader.shutdown(Shutdown::Both);
     let _ = writer_thread.join();
 
-    let end = find(&received, b"\r\n\r\n").unwrap_or_else(|| {
+    parse_response(&received, &what)
+}
+
+/// Sends `request` exactly as given (bytes, so it may be anything a client
+/// library refuses to write) on its own connection and reads the answer.
+pub fn raw_bytes(port: u16, request: &[u8]) -> Resp {
+    let what = format!(
+        "raw {:?}",
+        String::from_utf8_lossy(&request[..request.len().min(60)])
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{what}: connect: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(request)
+        .unwrap_or_else(|e| panic!("{what}: write: {e}"));
+    let mut received = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                received.extend_from_slice(&buf[..n]);
+                if response_complete(&received) {
+                    break;
+                }
+            }
+            Err(ref e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    parse_response(&received, &what)
+}
+
+fn parse_response(received: &[u8], what: &str) -> Resp {
+    let end = find(received, b"\r\n\r\n").unwrap_or_else(|| {
         panic!(
             "{what}: no HTTP response received ({} bytes: {:?})",
             received.len(),
@@ -631,7 +669,7 @@ pub fn raw_http(
         status,
         headers: hdrs,
         body: String::from_utf8_lossy(&body).to_string(),
-        what,
+        what: what.to_string(),
     }
 }
 

@@ -18,6 +18,7 @@ mod attacks;
 mod cli;
 mod deploy;
 mod durability;
+mod edge;
 mod input;
 mod mfa;
 mod nginx_forward_auth;

@@ -893,3 +893,21 @@ mod tests {
         assert!(!ds.can_poll());
     }
 }
+
+/// portcullis patch: the body bytes to send before reading more from the
+/// downstream: what the application read before proxying, then pingora's
+/// retry buffer.
+pub(crate) fn first_body_bytes(
+    preread: Option<bytes::Bytes>,
+    retry: Option<bytes::Bytes>,
+) -> Option<bytes::Bytes> {
+    match (preread, retry) {
+        (Some(p), Some(r)) => {
+            let mut joined = bytes::BytesMut::with_capacity(p.len() + r.len());
+            joined.extend_from_slice(&p);
+            joined.extend_from_slice(&r);
+            Some(joined.freeze())
+        }
+        (p, r) => p.or(r),
+    }
+}

@@ -480,7 +480,11 @@ where
 
         let mut downstream_state = DownstreamStateMachine::new(session.as_mut().is_body_done());
 
-        let buffer = session.as_ref().get_retry_buffer();
+        // portcullis patch: what the application read before proxying goes first
+        let buffer = first_body_bytes(
+            self.inner.preread_body(ctx),
+            session.as_ref().get_retry_buffer(),
+        );
 
         // retry, send buffer if it exists or body empty
         if buffer.is_some() || session.as_mut().is_body_empty() {

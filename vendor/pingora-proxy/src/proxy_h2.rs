@@ -527,7 +527,11 @@ where
         let mut downstream_state = DownstreamStateMachine::new(session.as_mut().is_body_done());
 
         // retry, send buffer if it exists
-        if let Some(buffer) = session.as_mut().get_retry_buffer() {
+        // portcullis patch: what the application read before proxying goes first
+        if let Some(buffer) = first_body_bytes(
+            self.inner.preread_body(ctx),
+            session.as_mut().get_retry_buffer(),
+        ) {
             self.send_body_to2(
                 session,
                 Some(buffer),

@@ -131,6 +131,14 @@ pub trait ProxyHttp {
         None
     }
 
+    /// portcullis patch (see vendor/README.md): request body bytes the
+    /// application read from the downstream before proxying (in
+    /// `request_filter`, e.g. to check the body's framing first). They are
+    /// sent upstream ahead of anything read later; `None` when nothing was.
+    fn preread_body(&self, _ctx: &Self::CTX) -> Option<Bytes> {
+        None
+    }
+
     /// Returns whether this session is allowed to spawn subrequests.
     ///
     /// This function is checked after [Self::early_request_filter] to allow that filter to configure
