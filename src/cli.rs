@@ -194,6 +194,9 @@ pub fn run(cli: Cli) -> CliResult {
             action: ConfigAction::Check,
         } => {
             let config = load_config(config_path)?;
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             println!("{}", config.render_masked());
             Ok(())
         }

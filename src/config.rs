@@ -630,6 +630,24 @@ impl Config {
         )))
     }
 
+    /// What is valid but probably not meant, for `config check` and the start
+    /// log: a route glob with upper-case letters never matches the
+    /// lower-cased reading of a path (SPEC §15), so it protects less than it
+    /// seems to.
+    pub fn warnings(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter(|r| r.path.bytes().any(|b| b.is_ascii_uppercase()))
+            .map(|r| {
+                format!(
+                    "route {}: path `{}` has upper-case letters; write route globs in lower case \
+                     (requests are matched as sent and lower-cased, and must satisfy both)",
+                    r.name, r.path
+                )
+            })
+            .collect()
+    }
+
     /// The effective configuration as TOML with secrets masked, for `config check`.
     pub fn render_masked(&self) -> String {
         let mut masked = self.clone();

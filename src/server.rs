@@ -102,6 +102,9 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
     key_use.threads = Some(1);
     server.add_service(key_use);
 
+    for warning in cfg.warnings() {
+        tracing::warn!("{warning}");
+    }
     tracing::info!(
         proxy = %cfg.proxy.listen,
         admin = %cfg.admin.listen,

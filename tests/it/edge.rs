@@ -496,3 +496,21 @@ fn a_token_issued_in_the_future_is_invalid() {
     let skewed = jsonwebtoken::encode(&header, &claims, &key).unwrap();
     assert_eq!(sc.get("/api/iat", Some(&skewed)).status, 200);
 }
+
+#[test]
+fn config_check_warns_on_an_upper_case_route_glob() {
+    let sc = Sidecar::new(Opts::new().routes(&[r#"name = "Admin"
+path = "/Admin/**"
+roles = ["admin"]"#]));
+    let out = sc.cli(&["config", "check"], None);
+    assert!(out.success(), "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("route Admin: path `/Admin/**` has upper-case letters"),
+        "{}",
+        out.describe()
+    );
+    let sc = Sidecar::new(Opts::new().routes(ROUTES));
+    let out = sc.cli(&["config", "check"], None);
+    assert!(!out.stderr.contains("upper-case"), "{}", out.describe());
+}
