@@ -641,7 +641,7 @@ fn parse_response(received: &[u8], what: &str) -> Resp {
         panic!(
             "{what}: no HTTP response received ({} bytes: {:?})",
             received.len(),
-            String::from_utf8_lossy(&received)
+            String::from_utf8_lossy(received)
         )
     });
     let head = String::from_utf8_lossy(&received[..end]).to_string();
