@@ -23,6 +23,8 @@ WORKDIR /app
 # Dependency-cache layer: build every dependency against an empty crate, so
 # a change under src/ rebuilds only portcullis itself.
 COPY Cargo.toml Cargo.lock ./
+# pingora-proxy with portcullis' patch ([patch.crates-io], vendor/README.md)
+COPY vendor ./vendor
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && : > src/lib.rs \

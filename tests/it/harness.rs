@@ -580,21 +580,7 @@ pub fn raw_http(
     });
 
     let mut reader = stream;
-    let mut received = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                received.extend_from_slice(&buf[..n]);
-                if response_complete(&received) {
-                    break;
-                }
-            }
-            Err(ref e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
+    let received = read_answer(&mut reader);
     done.store(true, Ordering::SeqCst);
     let _ = reader.shutdown(Shutdown::Both);
     let _ = writer_thread.join();
@@ -618,10 +604,16 @@ pub fn raw_bytes(port: u16, request: &[u8]) -> Resp {
     stream
         .write_all(request)
         .unwrap_or_else(|e| panic!("{what}: write: {e}"));
+    let received = read_answer(&mut stream);
+    parse_response(&received, &what)
+}
+
+/// What the server wrote, until one whole response or the end of the connection.
+fn read_answer(reader: &mut TcpStream) -> Vec<u8> {
     let mut received = Vec::new();
     let mut buf = [0u8; 65536];
     loop {
-        match stream.read(&mut buf) {
+        match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 received.extend_from_slice(&buf[..n]);
@@ -633,7 +625,7 @@ pub fn raw_bytes(port: u16, request: &[u8]) -> Resp {
             Err(_) => break,
         }
     }
-    parse_response(&received, &what)
+    received
 }
 
 fn parse_response(received: &[u8], what: &str) -> Resp {
