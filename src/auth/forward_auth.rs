@@ -18,18 +18,26 @@ pub const ORIGINAL_URI: &str = "x-original-uri";
 /// The method and normalised path of the request being asked about:
 /// `X-Forwarded-Method` (else this request's own method, as Envoy sends it)
 /// and `X-Forwarded-Uri` / `X-Original-URI` (else what follows `/verify`, as
-/// with Envoy's `path_prefix`, else `/`). The query never takes part.
+/// with Envoy's `path_prefix`, else `/`); when both headers are sent they must
+/// agree (SPEC §15: one reading). The query never takes part.
 pub fn described_request(req: &AuthRequest) -> Result<(Method, String), Error> {
     let method = match req.header(FORWARDED_METHOD).map(str::trim) {
         Some(m) if !m.is_empty() => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
             .map_err(|_| Error::invalid("X-Forwarded-Method", "not an HTTP method"))?,
         _ => req.method.clone(),
     };
-    let target = req
-        .header(FORWARDED_URI)
-        .or_else(|| req.header(ORIGINAL_URI))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+    let forwarded = req.header(FORWARDED_URI).map(str::trim);
+    let original = req.header(ORIGINAL_URI).map(str::trim);
+    // two descriptions of the request: an ingress sets one, a client may have sent the other
+    if let (Some(f), Some(o)) = (forwarded, original)
+        && f != o
+    {
+        return Err(Error::invalid(
+            "X-Forwarded-Uri",
+            "X-Forwarded-Uri and X-Original-URI describe different requests",
+        ));
+    }
+    let target = forwarded.or(original).filter(|t| !t.is_empty());
     let raw_path = match target {
         Some(t) => {
             let uri = t
@@ -138,6 +146,31 @@ mod tests {
             &[("x-forwarded-uri", "https://app.example.com/r/1?x")],
         );
         assert_eq!(described_request(&r).unwrap().1, "/r/1");
+    }
+
+    #[test]
+    fn two_different_descriptions_are_400() {
+        let r = req(
+            Method::GET,
+            "/verify",
+            &[
+                ("x-forwarded-uri", "/public/x"),
+                ("x-original-uri", "/admin/x"),
+            ],
+        );
+        assert!(matches!(
+            described_request(&r),
+            Err(Error::InvalidRequest { .. })
+        ));
+        let r = req(
+            Method::GET,
+            "/verify",
+            &[
+                ("x-forwarded-uri", "/admin/x"),
+                ("x-original-uri", "/admin/x"),
+            ],
+        );
+        assert_eq!(described_request(&r).unwrap().1, "/admin/x");
     }
 
     #[test]
