@@ -130,13 +130,24 @@ impl Default for UpstreamSection {
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSection {
     pub url: String,
+    /// Deadline of every store call in milliseconds: the wait for a
+    /// connection and the query together (SPEC §14).
+    pub timeout_ms: u64,
 }
 
 impl Default for DatabaseSection {
     fn default() -> Self {
         Self {
             url: "sqlite://data/portcullis.db".into(),
+            timeout_ms: 3000,
         }
+    }
+}
+
+impl DatabaseSection {
+    /// `timeout_ms` as a duration.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
     }
 }
 
@@ -461,13 +472,25 @@ impl Config {
                     "{key}: [[routes]] cannot be set from the environment"
                 )));
             }
+            // each override alone must fit the schema, so its error names the variable
+            let value = env_value(value);
+            let alone = toml::Table::from_iter([(
+                section.clone(),
+                toml::Value::Table(toml::Table::from_iter([(field.clone(), value.clone())])),
+            )]);
+            if let Err(e) = toml::Value::Table(alone).try_into::<Config>() {
+                return Err(ConfigError(format!(
+                    "{key}: {}",
+                    e.to_string().trim().replace('\n', " ")
+                )));
+            }
             let entry = table
                 .entry(section.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let toml::Value::Table(section_table) = entry else {
                 return Err(ConfigError(format!("{key}: `{section}` is not a section")));
             };
-            section_table.insert(field, env_value(value));
+            section_table.insert(field, value);
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
@@ -537,6 +560,15 @@ impl Config {
             return err("proxy.max_auth_body_bytes", "must be at least 1024".into());
         }
         self.database_location()?;
+        if !(10..=600_000).contains(&self.database.timeout_ms) {
+            return err(
+                "database.timeout_ms",
+                format!(
+                    "{} is out of range (10 to 600000 milliseconds)",
+                    self.database.timeout_ms
+                ),
+            );
+        }
         crate::notify::Webhook::parse(&self.notifications.webhook_url).map_err(ConfigError)?;
         if self.jwt.access_ttl_seconds == 0 || self.jwt.refresh_ttl_seconds == 0 {
             return err("jwt", "token lifetimes must be positive".into());
@@ -841,6 +873,35 @@ mod tests {
         let e =
             Config::from_sources("t", "", &env(&[("PORTCULLIS_PROXY__NOPE", "1")])).unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn env_override_errors_name_the_variable() {
+        for (var, value, why) in [
+            ("PORTCULLIS_PROXY__LISTN", "127.0.0.1:1", "listn"),
+            ("PORTCULLIS_SERVER__THREADS", "many", "invalid"),
+            ("PORTCULLIS_NOSECTION__KEY", "1", "nosection"),
+            ("PORTCULLIS_DATABASE__TIMEOUT_MS", "-5", "invalid"),
+        ] {
+            let e = Config::from_sources("c.toml", "", &env(&[(var, value)]))
+                .unwrap_err()
+                .0;
+            assert!(e.starts_with(&format!("{var}: ")), "{e}");
+            assert!(e.contains(why), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = Config::from_sources(
+            "c.toml",
+            "",
+            &env(&[("PORTCULLIS_DATABASE__TIMEOUT_MS", "0")]),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.starts_with("database.timeout_ms: ")
+                && e.ends_with("(set by PORTCULLIS_DATABASE__TIMEOUT_MS)"),
+            "{e}"
+        );
     }
 
     #[test]

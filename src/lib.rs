@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod echo;
 pub mod error;
 pub mod http_types;
+pub mod listeners;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

@@ -199,6 +199,21 @@ pub static PASSWORD_HASH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     h
 });
 
+pub static STORE_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    let c = IntCounter::new(
+        "portcullis_store_timeouts_total",
+        "Store calls that gave up at database.timeout_ms (answered 503 STORE_UNAVAILABLE)",
+    )
+    .expect("metric definition");
+    prometheus::register(Box::new(c.clone())).expect("metric registration");
+    c
+});
+
+/// A store call gave up at its deadline.
+pub fn store_deadline_exceeded() {
+    STORE_TIMEOUTS.inc();
+}
+
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     let g = IntGaugeVec::new(
         Opts::new("portcullis_build_info", "Build information; always 1"),
@@ -223,6 +238,7 @@ pub fn init() {
     LazyLock::force(&LOGINS);
     LazyLock::force(&TOKEN_REFRESHES);
     LazyLock::force(&PASSWORD_HASH_SECONDS);
+    LazyLock::force(&STORE_TIMEOUTS);
 }
 
 /// The default registry in Prometheus text format.

@@ -1,7 +1,10 @@
 //! Assembles the pingora server: the proxy service, the admin listener, the
 //! optional demo echo upstream, the key-reload and API-key-use tasks, with SPEC §1's
-//! shutdown (SIGTERM: readiness 503, listeners close, in-flight requests
-//! finish within `server.grace_period_seconds`, exit 0).
+//! start and shutdown: every listener is bound before anything runs (an
+//! address that cannot be bound is a non-zero exit naming it); SIGTERM:
+//! readiness 503, the proxy listener closes, in-flight requests finish
+//! within `server.grace_period_seconds`, the admin listener answers
+//! throughout and closes last, exit 0.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::app::App;
 use crate::echo::EchoApp;
+use crate::listeners::{self, Close, Listening};
 use crate::pipeline::authn::api_key::USE_FLUSH_INTERVAL;
 use crate::proxy::Proxy;
 use crate::proxy::admin::AdminApp;
@@ -51,6 +55,12 @@ fn threads(configured: usize) -> usize {
 pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
     let cfg = app.config.clone();
     let peer = upstream_peer(&app)?;
+    let proxy_socket = listeners::bind("proxy.listen", &cfg.proxy.listen)?;
+    let admin_socket = listeners::bind("admin.listen", &cfg.admin.listen)?;
+    let echo_socket = echo_listen
+        .as_deref()
+        .map(|listen| listeners::bind("the demo echo upstream", listen))
+        .transpose()?;
     let run_dir = std::env::temp_dir().join(format!("portcullis-{}", std::process::id()));
     let conf = ServerConf {
         threads: threads(cfg.server.threads),
@@ -70,18 +80,19 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
         "proxy",
     );
     proxy.add_tcp(&cfg.proxy.listen);
-    server.add_service(proxy);
+    server.add_service(Listening::new(proxy, vec![proxy_socket], Close::AtShutdown));
 
     let mut admin = Service::new("admin".to_string(), AdminApp::new(app.clone()));
     admin.add_tcp(&cfg.admin.listen);
     admin.threads = Some(1);
-    server.add_service(admin);
+    // probes see the drain (/readyz 503) instead of a refused connection
+    server.add_service(Listening::new(admin, vec![admin_socket], Close::AtExit));
 
-    if let Some(listen) = echo_listen {
+    if let (Some(listen), Some(socket)) = (echo_listen, echo_socket) {
         let mut echo = Service::new("echo".to_string(), EchoApp);
         echo.add_tcp(&listen);
         echo.threads = Some(1);
-        server.add_service(echo);
+        server.add_service(Listening::new(echo, vec![socket], Close::AtExit));
     }
 
     let mut reload = background_service("key-reload", KeyReload { app: app.clone() });

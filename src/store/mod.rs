@@ -9,10 +9,14 @@ use uuid::Uuid;
 
 use crate::config::{Config, DatabaseLocation};
 
+pub mod deadline;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// `database.timeout_ms`'s default: the deadline of a store call.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Built-in roles every tenant gets (SPEC §6).
 pub const BUILT_IN_ROLES: &[(&str, &[&str])] = &[
@@ -509,6 +513,12 @@ pub trait Store: Send + Sync + 'static {
     /// (re)connection so caches are flushed. The default returns at once
     /// (a single process has nobody to hear from).
     async fn listen(&self, _events: tokio::sync::mpsc::UnboundedSender<StoreEvent>) {}
+
+    /// A call was abandoned at its deadline ([`deadline::Bounded`]): drop the
+    /// connections that may be stuck (a network partition leaves them open
+    /// and silent) so the next call opens a fresh one. The default does
+    /// nothing.
+    fn after_deadline(&self) {}
 }
 
 /// A revocation to apply on every replica's caches.
@@ -534,16 +544,18 @@ pub enum StoreEvent {
 pub async fn open(config: &Config) -> Result<Arc<dyn Store>, String> {
     match config.database_location().map_err(|e| e.to_string())? {
         DatabaseLocation::Sqlite(path) => {
-            let store = sqlite::SqliteStore::open(&path)
+            // bounds its calls itself (a call completes or rolls back)
+            let store = sqlite::SqliteStore::open_with_timeout(&path, config.database.timeout())
                 .await
                 .map_err(|e| format!("cannot open SQLite database {}: {e}", path.display()))?;
             Ok(Arc::new(store))
         }
         DatabaseLocation::Postgres(url) => {
-            let store = postgres::PgStore::open(&url)
+            let timeout = config.database.timeout();
+            let store = postgres::PgStore::open_with_timeout(&url, timeout)
                 .await
                 .map_err(|e| format!("cannot open PostgreSQL database: {e}"))?;
-            Ok(Arc::new(store))
+            Ok(Arc::new(deadline::Bounded::new(store, timeout)))
         }
     }
 }

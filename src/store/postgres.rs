@@ -3,9 +3,13 @@
 //! SQLite store, migrations applied once under an advisory lock, and
 //! revocations propagated between replicas with LISTEN/NOTIFY.
 //!
-//! Every wait is bounded: taking a pooled connection or opening one gives up
-//! after [`POOL_TIMEOUT`] with `Unavailable`, so `/auth` answers 503
-//! `STORE_UNAVAILABLE` instead of hanging while the database is away.
+//! Every wait is bounded by `database.timeout_ms`: taking a pooled
+//! connection, opening one and each LISTEN step give up at it with
+//! `Unavailable`; [`super::deadline::Bounded`], which [`super::open`] wraps
+//! around this store, bounds each call as a whole (connection wait and query
+//! together), and [`PgStore`]'s `after_deadline` then empties the pool of
+//! idle connections, which may be stuck in a partition, so the next call
+//! opens a fresh one.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -38,23 +42,30 @@ const MIGRATIONS: &[(i64, &str)] = &[
 const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c; // "portcull"
 /// The LISTEN/NOTIFY channel for [`StoreEvent`]s.
 const CHANNEL: &str = "portcullis_events";
-/// Longest wait for a pooled connection, a new connection, or a recycle check.
-pub const POOL_TIMEOUT: Duration = Duration::from_secs(3);
-/// `/readyz` gives up on the database after this.
+/// `/readyz` gives up on the database after this (or the deadline, if shorter).
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    /// `database.timeout_ms`: the longest wait for a pooled connection, a
+    /// new connection, a recycle check, and each LISTEN step.
+    timeout: Duration,
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://user:pass@host:port/db`) and migrates.
+    /// Connects to `url` (`postgres://user:pass@host:port/db`) and migrates,
+    /// with the default deadline of 3 s.
     pub async fn open(url: &str) -> StoreResult<PgStore> {
+        Self::open_with_timeout(url, super::DEFAULT_TIMEOUT).await
+    }
+
+    /// [`PgStore::open`] with `timeout` bounding every wait.
+    pub async fn open_with_timeout(url: &str, timeout: Duration) -> StoreResult<PgStore> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Other(format!("database.url: {e}")))?;
-        config.connect_timeout(POOL_TIMEOUT);
+        config.connect_timeout(timeout);
         config.application_name("portcullis");
         let manager = Manager::from_config(
             config.clone(),
@@ -66,12 +77,16 @@ impl PgStore {
         let pool = Pool::builder(manager)
             .max_size(16)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_TIMEOUT))
-            .create_timeout(Some(POOL_TIMEOUT))
-            .recycle_timeout(Some(POOL_TIMEOUT))
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| StoreError::Other(format!("pool: {e}")))?;
-        let store = PgStore { pool, config };
+        let store = PgStore {
+            pool,
+            config,
+            timeout,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -120,7 +135,7 @@ impl PgStore {
         &self,
         events: &tokio::sync::mpsc::UnboundedSender<StoreEvent>,
     ) -> Result<(), String> {
-        let (client, mut conn) = tokio::time::timeout(POOL_TIMEOUT, self.config.connect(NoTls))
+        let (client, mut conn) = tokio::time::timeout(self.timeout, self.config.connect(NoTls))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
@@ -147,7 +162,7 @@ impl PgStore {
             }
         });
         let listen = tokio::time::timeout(
-            POOL_TIMEOUT,
+            self.timeout,
             client.batch_execute(&format!("LISTEN {CHANNEL}")),
         )
         .await;
@@ -178,7 +193,7 @@ impl PgStore {
                     _ => break Err("connection closed".to_string()),
                 },
                 _ = keepalive.tick() => {
-                    match tokio::time::timeout(POOL_TIMEOUT, client.simple_query("SELECT 1")).await {
+                    match tokio::time::timeout(self.timeout, client.simple_query("SELECT 1")).await {
                         Ok(Ok(_)) => {}
                         _ => break Err("keep-alive failed".to_string()),
                     }
@@ -484,13 +499,30 @@ async fn insert_backup_codes<C: GenericClient + Sync>(
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
-        tokio::time::timeout(PING_TIMEOUT, async {
+        let result = tokio::time::timeout(PING_TIMEOUT.min(self.timeout), async {
             let c = self.client().await?;
             c.simple_query("SELECT 1").await.map_err(pg_err)?;
             Ok(())
         })
-        .await
-        .map_err(|_| StoreError::Unavailable("ping timed out".into()))?
+        .await;
+        match result {
+            Ok(answer) => answer,
+            Err(_) => {
+                // the connection it took may be stuck: do not hand it out again
+                self.after_deadline();
+                Err(StoreError::Unavailable("ping timed out".into()))
+            }
+        }
+    }
+
+    fn after_deadline(&self) {
+        // The call that gave up returned its connection to the pool when it
+        // was dropped; it and every other idle one may sit in a partition.
+        let dropped = self.pool.retain(|_, _| false).removed.len();
+        tracing::warn!(
+            idle_connections_dropped = dropped,
+            "store call gave up at the deadline; pooled connections dropped"
+        );
     }
 
     async fn create_tenant(&self, slug: &str, name: &str) -> StoreResult<Tenant> {

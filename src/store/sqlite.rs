@@ -1,10 +1,17 @@
 //! The embedded SQLite store (rusqlite, bundled SQLite): WAL, foreign keys on,
 //! embedded versioned migrations. One connection behind a mutex, used only
 //! inside `spawn_blocking`, so the proxy's event loop never waits on disk.
+//!
+//! Every call has a deadline (`database.timeout_ms`) that covers the wait
+//! for the connection and the query: the wait is bounded in async code, the
+//! query by SQLite's busy timeout (another process holding the write lock)
+//! and a progress handler that interrupts a statement running past the
+//! deadline. An interrupted call rolls back, so a call either completes or
+//! changes nothing: a 503 never hides a write that happened anyway.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
@@ -25,13 +32,24 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/sqlite/0004_accounts.sql")),
 ];
 
+/// Virtual-machine steps between two deadline checks of a running statement.
+const PROGRESS_STEPS: i32 = 1000;
+
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<tokio::sync::Mutex<Connection>>,
+    /// Deadline of every call.
+    timeout: Duration,
 }
 
 impl SqliteStore {
-    /// Opens or creates the database file (and its folder) and migrates it.
+    /// Opens or creates the database file (and its folder) and migrates it,
+    /// with the default deadline of 3 s per call.
     pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
+        Self::open_with_timeout(path, super::DEFAULT_TIMEOUT).await
+    }
+
+    /// [`SqliteStore::open`] with `timeout` as the deadline of every call.
+    pub async fn open_with_timeout(path: &Path, timeout: Duration) -> StoreResult<SqliteStore> {
         let path = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -52,22 +70,48 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Other(format!("open task: {e}")))??;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
+            timeout,
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the connection on the blocking pool, within the
+    /// deadline: waiting for the connection, for another process' write lock
+    /// and the statements themselves all stop at it with `Unavailable`.
     async fn call<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let deadline = Instant::now() + self.timeout;
+        let ms = self.timeout.as_millis();
+        let mut conn = tokio::time::timeout_at(deadline.into(), self.conn.clone().lock_owned())
+            .await
+            .map_err(|_| {
+                crate::metrics::store_deadline_exceeded();
+                StoreError::Unavailable(format!("no connection free within {ms} ms (deadline)"))
+            })?;
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Other("connection mutex poisoned".into()))?;
-            f(&mut guard)
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                crate::metrics::store_deadline_exceeded();
+                return Err(StoreError::Unavailable(format!(
+                    "not started within {ms} ms (deadline)"
+                )));
+            }
+            conn.busy_timeout(left).map_err(map_err)?;
+            conn.progress_handler(PROGRESS_STEPS, Some(move || Instant::now() >= deadline))
+                .map_err(map_err)?;
+            let result = f(&mut conn).map_err(|e| match e {
+                StoreError::Unavailable(why) if Instant::now() >= deadline => {
+                    crate::metrics::store_deadline_exceeded();
+                    StoreError::Unavailable(format!("{why} (deadline of {ms} ms)"))
+                }
+                other => other,
+            });
+            conn.progress_handler(0, None::<fn() -> bool>)
+                .map_err(map_err)?;
+            result
         })
         .await
         .map_err(|e| StoreError::Other(format!("store task: {e}")))?
@@ -110,6 +154,7 @@ fn map_err(e: rusqlite::Error) -> StoreError {
                 }
             }
             ErrorCode::DatabaseBusy
+            | ErrorCode::OperationInterrupted
             | ErrorCode::DatabaseLocked
             | ErrorCode::CannotOpen
             | ErrorCode::DiskFull
@@ -1525,5 +1570,63 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    /// Another process holding the write lock (the CLI, a backup): a write
+    /// gives up at the deadline with `Unavailable`, reads go on (WAL), and
+    /// the store works again once the lock is gone.
+    #[tokio::test]
+    async fn a_write_lock_held_elsewhere_ends_a_call_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let deadline = Duration::from_millis(300);
+        let s = SqliteStore::open_with_timeout(&path, deadline)
+            .await
+            .unwrap();
+        let t = s.ensure_tenant("default").await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+        let start = Instant::now();
+        let e = s
+            .create_user(new_user(t.id, "a@example.com"))
+            .await
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        assert!(e.to_string().contains("deadline"), "{e}");
+        assert!(
+            took >= deadline && took < deadline + Duration::from_millis(700),
+            "{took:?}"
+        );
+        assert!(s.tenant_by_slug("default").await.unwrap().is_some());
+
+        other.execute_batch("ROLLBACK").unwrap();
+        s.create_user(new_user(t.id, "a@example.com"))
+            .await
+            .unwrap();
+    }
+
+    /// The deadline wrapper bounds a call as a whole, whatever the inner
+    /// store's own limits.
+    #[tokio::test]
+    async fn the_deadline_wrapper_gives_up_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let inner = SqliteStore::open_with_timeout(&path, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let s = crate::store::deadline::Bounded::new(inner, Duration::from_millis(200));
+        let t = s.ensure_tenant("default").await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let start = Instant::now();
+        let e = s
+            .create_user(new_user(t.id, "b@example.com"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        assert!(start.elapsed() < Duration::from_millis(900));
+        other.execute_batch("ROLLBACK").unwrap();
     }
 }

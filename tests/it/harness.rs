@@ -215,6 +215,48 @@ pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 }
 
 // --------------------------------------------------------------------------
+// optional components (a PostgreSQL server, nginx): ran, or why not
+// --------------------------------------------------------------------------
+
+/// Where tests note whether an optional component ran:
+/// `$PORTCULLIS_COMPONENT_REPORT`, else `target/components` of the crate.
+/// `.ci/components` prints the summary at the end of `make test`.
+fn component_report_dir() -> PathBuf {
+    std::env::var_os("PORTCULLIS_COMPONENT_REPORT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/components"))
+}
+
+fn note_component(component: &str, line: &str) {
+    let dir = component_report_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(mut f) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(component))
+    {
+        // one write: parallel tests append to the same file
+        let _ = f.write_all(format!("{line}\n").as_bytes());
+    }
+}
+
+/// The test `test` ran against `component`.
+pub fn component_ran(component: &str, test: &str) {
+    note_component(component, &format!("ran {test}"));
+}
+
+/// `component` is missing (`why`): with `CI` set the test fails; elsewhere it
+/// is noted as skipped (the summary at the end of `make test` lists it) and
+/// the caller returns without running.
+pub fn component_missing(component: &str, test: &str, why: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("CI is set and {component} is missing for {test}: {why}");
+    }
+    eprintln!("SKIPPED {test}: {component} missing: {why}");
+    note_component(component, &format!("skipped {test}: {why}"));
+}
+
+// --------------------------------------------------------------------------
 // responses and assertions
 // --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@
 //! (config, database, logs) of an instance whose test failed is kept.
 
 mod harness;
+mod pg;
 
 mod accounts;
 mod admin;

@@ -9,7 +9,8 @@
 //! nginx is the one on the PATH (or `/usr/sbin/nginx`); when missing, the
 //! Debian package is fetched with `apt-get download` and unpacked into
 //! Cargo's test temp folder (no root, no service started). When neither
-//! works (offline, not Debian) the test says so and passes without running.
+//! works (offline, not Debian) the test fails if `CI` is set, and elsewhere
+//! is skipped and listed in the summary at the end of `make test`.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -183,10 +184,16 @@ fn get<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[test]
 fn nginx_auth_request_enforces_a_protected_location_through_auth_verify() {
+    let test = "nginx_auth_request_enforces_a_protected_location";
     let Some(bin) = nginx() else {
-        eprintln!("SKIPPED: no nginx, and `apt-get download nginx` did not provide one");
+        component_missing(
+            "nginx",
+            test,
+            "no nginx on the PATH, and `apt-get download nginx` did not provide one",
+        );
         return;
     };
+    component_ran("nginx", test);
     let sc = Sidecar::start(Opts::new());
     let ngx = Nginx::start(&bin, &sc);
 

@@ -3,79 +3,16 @@
 //! revocation on one is honoured by the other within a second, also after
 //! the database dropped every connection.
 //!
-//! Needs a PostgreSQL server: `PORTCULLIS_TEST_POSTGRES_URL` (an admin URL,
-//! default `postgres://postgres@127.0.0.1:5432/postgres`). Without one the
-//! test prints SKIPPED and passes. Each run creates a fresh database
-//! `portcullis_test_<random>` and drops it afterwards.
+//! Needs a PostgreSQL server ([`crate::pg::TestDb`]): without one the test
+//! fails when `CI` is set, and elsewhere is skipped and listed in the
+//! summary at the end of `make test`.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::harness::*;
-
-/// A fresh database, dropped when this goes out of scope.
-struct TestDb {
-    rt: tokio::runtime::Runtime,
-    admin: tokio_postgres::Client,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    fn create() -> Option<TestDb> {
-        let admin_url = std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let connected = rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio_postgres::connect(&admin_url, tokio_postgres::NoTls),
-            )
-            .await
-        });
-        let Ok(Ok((admin, conn))) = connected else {
-            eprintln!("SKIPPED: PostgreSQL not reachable at {admin_url}");
-            return None;
-        };
-        rt.spawn(conn);
-        let name = format!("portcullis_test_{}", rand_hex(16));
-        rt.block_on(admin.batch_execute(&format!("CREATE DATABASE {name}")))
-            .unwrap();
-        let (base, _) = admin_url.rsplit_once('/').unwrap();
-        let url = format!("{base}/{name}");
-        Some(TestDb {
-            rt,
-            admin,
-            name,
-            url,
-        })
-    }
-
-    /// Ends every connection to the database (what a failover or network blip does).
-    fn terminate_connections(&self) -> u64 {
-        let sql = format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-              WHERE datname = '{}' AND pid <> pg_backend_pid()",
-            self.name
-        );
-        let rows = self.rt.block_on(self.admin.query(&sql, &[])).unwrap();
-        rows.len() as u64
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let _ = self.rt.block_on(self.admin.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )));
-    }
-}
+use crate::pg::TestDb;
 
 fn replica(db: &TestDb) -> Sidecar {
     Sidecar::start(Opts::new().set_str("database", "url", &db.url))
@@ -93,7 +30,7 @@ fn status(r: &Resp) -> u16 {
 
 #[test]
 fn two_replicas_share_one_postgres_and_propagate_revocations() {
-    let Some(db) = TestDb::create() else {
+    let Some(db) = TestDb::create("replicas", "two_replicas_share_one_postgres") else {
         return;
     };
     let a = replica(&db);
