@@ -20,6 +20,7 @@ mod cli;
 mod deploy;
 mod durability;
 mod edge;
+mod failures;
 mod input;
 mod mfa;
 mod nginx_forward_auth;
