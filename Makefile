@@ -4,8 +4,12 @@
 #   make build   release build
 #   make demo    build, then run the sidecar with a built-in echo upstream
 #   make test    fmt check, clippy, cargo test, supply-chain checks, the
-#                deployment checks, then the conformance subset
-#   make audit   cargo-deny: licenses, bans, sources, advisories (deny.toml)
+#                deployment checks, the differential suite, the conformance
+#                subset, then which optional components ran (.ci/components;
+#                with CI set, a missing one fails)
+#   make lint    fmt check and clippy
+#   make audit   cargo-deny: licenses, bans, sources, advisories (deny.toml;
+#                offline from ../shared/advisory-db when GitHub is out of reach)
 #   make deploy-checks   Kubernetes manifests, promtool on a live /metrics,
 #                schemathesis against a live sidecar (PORTCULLIS_SKIP_PYPI=1
 #                skips the two that need PyPI; SCHEMATHESIS_MAX_TIME=seconds)
@@ -30,7 +34,7 @@ CONFORMANCE_K ?=
 # sudo only when not root (and only if there is one).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || command -v sudo)
 
-.PHONY: all deps build demo test audit deploy-checks differential conformance fmt clippy clean
+.PHONY: all deps build demo test lint audit deploy-checks differential conformance fmt clippy clean
 
 all: build
 
@@ -57,16 +61,27 @@ build: deps
 demo: build
 	./target/release/portcullis demo
 
+# Each optional component (a PostgreSQL server, nginx, PyPI, the advisory
+# database, ../shared/conformance) notes whether it ran; the summary at the
+# end lists them. With CI set a missing one fails the run (.ci/components).
 test: deps
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+	@bash .ci/components reset
+	@$(MAKE) lint
 	$(CARGO) test --release --locked
 	@$(MAKE) audit
 	@$(MAKE) deploy-checks
 	@$(MAKE) differential
 	@$(MAKE) conformance
+	@bash .ci/components summary
 
-# Advisories are skipped with a message when the RustSec database cannot be fetched.
+# rustfmt and clippy, warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+
+# Advisories come from the network copy of the RustSec database, else from
+# the snapshot in ../shared/advisory-db (its date is printed); a
+# vulnerability fails the run.
 audit:
 	bash .ci/supply-chain
 
@@ -76,11 +91,15 @@ deploy-checks:
 	$(CARGO) build --release --locked
 	@if [ -n "$${PORTCULLIS_SKIP_PYPI:-}" ]; then \
 	  echo "deploy-checks: PORTCULLIS_SKIP_PYPI set; manifest check and schemathesis skipped"; \
+	  bash .ci/components note manifests "skipped: PORTCULLIS_SKIP_PYPI is set"; \
+	  bash .ci/components note schemathesis "skipped: PORTCULLIS_SKIP_PYPI is set"; \
 	else \
 	  [ -x "$(CI_VENV)/bin/python" ] || python3 -m venv "$(CI_VENV)"; \
 	  "$(CI_VENV)/bin/pip" install --quiet --disable-pip-version-check pyyaml 'schemathesis>=4,<5'; \
 	  "$(CI_VENV)/bin/python" .ci/check_manifests.py; \
+	  bash .ci/components note manifests ran; \
 	  CI_VENV="$(CI_VENV)" bash .ci/schemathesis.sh; \
+	  bash .ci/components note schemathesis ran; \
 	fi
 	bash .ci/promtool.sh
 
@@ -104,6 +123,7 @@ differential:
 	fi
 	DIFF_EXPRESS_DIR="$(DIFF_EXPRESS)" PORTCULLIS_BIN="$${PORTCULLIS_BIN:-target/release/portcullis}" \
 	  "$(DIFF_VENV)/bin/python" -m pytest tests/differential -q -rs -p no:cacheprovider
+	@bash .ci/components note differential ran
 
 # The suite runs ./target/release/portcullis; the build is incremental after
 # `cargo test --release` (same profile), so it costs seconds.
@@ -112,8 +132,10 @@ conformance:
 	  $(CARGO) build --release --locked; \
 	  echo "conformance: $(CONFORMANCE) -k \"$(CONFORMANCE_K)\""; \
 	  bash "$(CONFORMANCE)" $(if $(strip $(CONFORMANCE_K)),-k "$(CONFORMANCE_K)"); \
+	  bash .ci/components note conformance ran; \
 	else \
 	  echo "note: $(CONFORMANCE) not found; conformance suite skipped"; \
+	  bash .ci/components note conformance "skipped: $(CONFORMANCE) not found"; \
 	fi
 
 fmt:
