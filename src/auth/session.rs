@@ -152,6 +152,7 @@ pub async fn login(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> 
         Err(Error::AccountDisabled) => "disabled",
         Err(Error::InvalidRequest { .. }) => "invalid_request",
         Err(Error::Busy { .. }) => "busy",
+        Err(Error::StoreUnavailable) => "store_unavailable",
         Err(_) => "error",
     };
     metrics::LOGINS.with_label_values(&[outcome]).inc();
@@ -275,6 +276,7 @@ pub async fn refresh(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
         Err(Error::TokenExpired) => "expired",
         Err(Error::TokenRevoked) => "revoked",
         Err(Error::InvalidToken) | Err(Error::InvalidRequest { .. }) => "invalid",
+        Err(Error::StoreUnavailable) => "store_unavailable",
         Err(_) => "error",
     };
     metrics::TOKEN_REFRESHES.with_label_values(&[outcome]).inc();
@@ -301,8 +303,10 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
             at,
         )
         .await?;
-    let session = match outcome {
-        RefreshOutcome::Rotated(s) => s,
+    // from here on no store call may fail before the answer: the rotation
+    // is done, and a 503 now would cost the client its session
+    let (session, user) = match outcome {
+        RefreshOutcome::Rotated { session, user } => (session, user),
         RefreshOutcome::Unknown => return Err(Error::InvalidToken),
         RefreshOutcome::Expired => return Err(Error::TokenExpired),
         RefreshOutcome::Revoked => return Err(Error::TokenRevoked),
@@ -329,12 +333,7 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
             return Err(Error::RefreshTokenReused);
         }
     };
-    let user = app
-        .store
-        .user_by_id(session.tenant_id, session.user_id)
-        .await?
-        .filter(|u| u.status == UserStatus::Active);
-    let Some(user) = user else {
+    let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
         app.store
             .revoke_session(session.id, "user_inactive")
             .await?;

@@ -155,8 +155,14 @@ pub struct NewSession {
 /// What presenting a refresh token did.
 #[derive(Debug, Clone)]
 pub enum RefreshOutcome {
-    /// The token was live: it is now used and `new_hash` replaces it.
-    Rotated(Session),
+    /// The token was live: it is now used and `new_hash` replaces it. The
+    /// session's user is read in the same transaction, so the caller needs
+    /// no store call after the rotation (one that failed would answer 503
+    /// for a rotation that happened, and the client would lose its token).
+    Rotated {
+        session: Session,
+        user: Option<User>,
+    },
     /// No such token.
     Unknown,
     /// The token's lifetime is over.

@@ -830,7 +830,13 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg_err)?;
-                RefreshOutcome::Rotated(session)
+                let user = user_by(
+                    &tx,
+                    "id = $1 AND tenant_id = $2",
+                    &[&session.user_id.to_string(), &session.tenant_id.to_string()],
+                )
+                .await?;
+                RefreshOutcome::Rotated { session, user }
             }
         };
         tx.commit().await.map_err(pg_err)?;

@@ -638,7 +638,13 @@ impl Store for SqliteStore {
                         params![new_hash, session.id.to_string(), at, new_expires_at],
                     )
                     .map_err(map_err)?;
-                    RefreshOutcome::Rotated(session)
+                    let user = user_where(
+                        &tx,
+                        "id = ?1 AND tenant_id = ?2",
+                        &[&session.user_id.to_string(), &session.tenant_id.to_string()],
+                    )
+                    .map_err(map_err)?;
+                    RefreshOutcome::Rotated { session, user }
                 }
             };
             tx.commit().map_err(map_err)?;

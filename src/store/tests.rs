@@ -102,12 +102,19 @@ async fn suite_refresh_rotation_and_reuse(s: &dyn Store) {
     .await
     .unwrap();
     let n = now();
-    assert!(matches!(
-        s.rotate_refresh_token("h1", "h2", n + 100, n)
-            .await
-            .unwrap(),
-        RefreshOutcome::Rotated(_)
-    ));
+    // the rotation hands back the session's user, read in its transaction
+    match s
+        .rotate_refresh_token("h1", "h2", n + 100, n)
+        .await
+        .unwrap()
+    {
+        RefreshOutcome::Rotated { session, user } => {
+            let user = user.expect("the session's user");
+            assert_eq!(user.id, session.user_id);
+            assert_eq!(user.roles, vec!["member".to_string()]);
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         s.rotate_refresh_token("h1", "h3", n + 100, n)
             .await
@@ -229,7 +236,7 @@ async fn suite_concurrent_rotation_has_one_winner(s: Arc<dyn Store>) {
     }
     let mut rotated = 0;
     for t in tasks {
-        if matches!(t.await.unwrap(), RefreshOutcome::Rotated(_)) {
+        if matches!(t.await.unwrap(), RefreshOutcome::Rotated { .. }) {
             rotated += 1;
         }
     }

@@ -18,6 +18,7 @@ mod api_keys;
 mod attacks;
 mod cli;
 mod deploy;
+mod docs;
 mod durability;
 mod edge;
 mod failures;
