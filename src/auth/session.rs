@@ -333,7 +333,7 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
             return Err(Error::RefreshTokenReused);
         }
     };
-    let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
+    let Some(user) = user.map(|u| *u).filter(|u| u.status == UserStatus::Active) else {
         app.store
             .revoke_session(session.id, "user_inactive")
             .await?;

@@ -161,7 +161,7 @@ pub enum RefreshOutcome {
     /// for a rotation that happened, and the client would lose its token).
     Rotated {
         session: Session,
-        user: Option<User>,
+        user: Option<Box<User>>,
     },
     /// No such token.
     Unknown,

@@ -835,7 +835,8 @@ impl Store for PgStore {
                     "id = $1 AND tenant_id = $2",
                     &[&session.user_id.to_string(), &session.tenant_id.to_string()],
                 )
-                .await?;
+                .await?
+                .map(Box::new);
                 RefreshOutcome::Rotated { session, user }
             }
         };

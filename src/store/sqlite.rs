@@ -643,7 +643,8 @@ impl Store for SqliteStore {
                         "id = ?1 AND tenant_id = ?2",
                         &[&session.user_id.to_string(), &session.tenant_id.to_string()],
                     )
-                    .map_err(map_err)?;
+                    .map_err(map_err)?
+                    .map(Box::new);
                     RefreshOutcome::Rotated { session, user }
                 }
             };
