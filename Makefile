@@ -8,6 +8,7 @@
 #                subset, then which optional components ran (.ci/components;
 #                with CI set, a missing one fails)
 #   make lint    fmt check and clippy
+#   make faults  fault injection under load (bench/faults.py), about a minute
 #   make audit   cargo-deny: licenses, bans, sources, advisories (deny.toml;
 #                offline from ../shared/advisory-db when GitHub is out of reach)
 #   make deploy-checks   Kubernetes manifests, promtool on a live /metrics,
@@ -34,7 +35,7 @@ CONFORMANCE_K ?=
 # sudo only when not root (and only if there is one).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || command -v sudo)
 
-.PHONY: all deps build demo test lint audit deploy-checks differential conformance fmt clippy clean
+.PHONY: all deps build demo test lint faults audit deploy-checks differential conformance fmt clippy clean
 
 all: build
 
@@ -72,6 +73,7 @@ test: deps
 	@$(MAKE) deploy-checks
 	@$(MAKE) differential
 	@$(MAKE) conformance
+	@$(MAKE) faults
 	@bash .ci/components summary
 
 # rustfmt and clippy, warnings as errors.
@@ -124,6 +126,21 @@ differential:
 	DIFF_EXPRESS_DIR="$(DIFF_EXPRESS)" PORTCULLIS_BIN="$${PORTCULLIS_BIN:-target/release/portcullis}" \
 	  "$(DIFF_VENV)/bin/python" -m pytest tests/differential -q -rs -p no:cacheprovider
 	@bash .ci/components note differential ran
+
+# Fault injection under load (docs/operations.md#fault-injection): a private
+# PostgreSQL, two replicas, the upstream; SIGKILL, database restart, upstream
+# killed; fails when an acknowledged write is lost. Needs PostgreSQL's server
+# binaries (exit 77 = not here: noted as skipped).
+faults:
+	$(CARGO) build --release --locked
+	@rc=0; python3 bench/faults.py --out target/faults-report.md || rc=$$?; \
+	if [ "$$rc" -eq 77 ]; then \
+	  bash .ci/components note faults "skipped: no PostgreSQL server binaries"; \
+	elif [ "$$rc" -ne 0 ]; then \
+	  exit "$$rc"; \
+	else \
+	  bash .ci/components note faults ran; \
+	fi
 
 # The suite runs ./target/release/portcullis; the build is incremental after
 # `cargo test --release` (same profile), so it costs seconds.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fault injection under load, bounded in time (issue 15).
 
-    python3 bench/faults.py                 # after cargo build --release
+    python3 bench/faults.py                 # after cargo build --release (make faults)
     python3 bench/faults.py --out report.md --steady 8 --outage 3
 
 Starts, on loopback ports:
@@ -47,6 +47,8 @@ import time
 from collections import Counter, defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# exit status when the run cannot happen here (no PostgreSQL server binaries)
+SKIP = 77
 
 
 def free_port():
@@ -128,7 +130,9 @@ class Postgres:
     def __init__(self, workdir):
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
         if not bins:
-            raise SystemExit("faults: no PostgreSQL server binaries (apt-get install postgresql)")
+            print("faults: no PostgreSQL server binaries (apt-get install postgresql)",
+                  file=sys.stderr)
+            sys.exit(SKIP)
         self.bin = bins[-1]
         self.dir = os.path.join(workdir, "pg")
         self.port = free_port()
