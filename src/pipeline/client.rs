@@ -84,16 +84,7 @@ fn new_request_id() -> String {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
+    use crate::pipeline::test_support::headers;
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_peers() {

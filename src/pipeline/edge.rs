@@ -52,11 +52,12 @@ impl CredentialHeaders {
 /// its host (in `Host` or an absolute-form target) once, HTTP/1.0 too; each
 /// credential header comes once, spelled as the sidecar reads it (the two
 /// OTP names count as one header); the `Connection` header is well formed.
+/// `Ok` holds the names `Connection` nominates, read once here.
 pub fn check(
     has_authority: bool,
     headers: &HeaderMap,
     credentials: &CredentialHeaders,
-) -> Result<(), Error> {
+) -> Result<Vec<HeaderName>, Error> {
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (_, Some(_)) => return Err(Error::invalid("Host", "more than one Host header")),
@@ -95,13 +96,13 @@ pub fn check(
             ));
         }
     }
-    connection_tokens(headers).map(|_| ())
+    connection_tokens(headers)
 }
 
 /// The names the `Connection` header nominates (`close` and `keep-alive`
 /// included); 400 for a token that is not an HTTP token (a quoted string,
 /// a pseudo-header) or for too many of them.
-pub fn connection_tokens(headers: &HeaderMap) -> Result<Vec<HeaderName>, Error> {
+fn connection_tokens(headers: &HeaderMap) -> Result<Vec<HeaderName>, Error> {
     let mut out = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         for token in value.as_bytes().split(|b| *b == b',') {
@@ -138,18 +139,9 @@ fn is_tchar(b: u8) -> bool {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
+    use crate::pipeline::test_support::headers;
 
-    fn run(pairs: &[(&str, &str)]) -> Result<(), Error> {
+    fn run(pairs: &[(&str, &str)]) -> Result<Vec<HeaderName>, Error> {
         check(false, &headers(pairs), &CredentialHeaders::new("X-OTP"))
     }
 

@@ -22,6 +22,24 @@ pub mod identity_headers;
 pub mod otp;
 pub mod path;
 
+/// Helpers the pipeline's unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use http::{HeaderMap, HeaderName};
+
+    /// A header map with these (name, value) pairs, repeated names appended.
+    pub fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+}
+
 /// Who a verified credential speaks for; cached, so shared behind an `Arc`
 /// (the credential's own expiry is kept beside it, [`authn::Verified`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -10,7 +10,7 @@
 //!        │                                 ├─ /.well-known/jwks → respond
 //!        │                                 └─ else: route policies of every reading of the path
 //!        │                                          → pipeline::check (401/403 → respond)
-//!        │                                          → chunked body: first chunk read here (malformed → 400)
+//!        │                                          → chunked body: first 64 KiB read and checked here (malformed → 400)
 //!  upstream_peer ────────── the prebuilt peer (resolved once at start)
 //!  upstream_request_filter ─ identity_headers::upstream_edits (strip, set, assertion, X-Forwarded-*)
 //!  upstream_response_filter  upstream latency
@@ -106,7 +106,7 @@ impl Proxy {
     /// SPEC §15's request-level rules; `Err` is answered by the caller.
     fn check_edge(&self, session: &mut Session) -> std::result::Result<(), AuthError> {
         let header = session.req_header();
-        edge::check(
+        let tokens = edge::check(
             absolute_form_authority(header).is_some(),
             &header.headers,
             &self.credentials,
@@ -119,10 +119,8 @@ impl Proxy {
                 "both Transfer-Encoding and Content-Length: the body's length is ambiguous",
             ));
         }
-        let header = session.req_header();
         // `Connection: X-Forwarded-For`: the client's copy goes (it was hop-by-hop),
         // ours is set later; pingora would refuse the nomination outright
-        let tokens = edge::connection_tokens(&header.headers)?;
         if tokens.iter().any(|t| set_by_sidecar(&self.app, t)) {
             let (own, kept): (Vec<_>, Vec<_>) = tokens
                 .into_iter()
@@ -146,9 +144,9 @@ impl Proxy {
     /// Reads the start of a chunked request body (up to [`PREREAD_LIMIT`],
     /// or all of it) before the upstream is contacted, so a malformed chunk is
     /// a 400 and the upstream never sees part of a request that cannot finish;
-    /// pingora sends these bytes first ([`ProxyHttp::preread_body`]). A longer
-    /// body streams from there on, as nginx's `proxy_request_buffering`
-    /// would not. Not done when the client waits for `100 Continue`.
+    /// pingora sends these bytes first ([`ProxyHttp::preread_body`]). The
+    /// rest of a longer body streams (nginx buffers all of it by default).
+    /// Not done when the client waits for `100 Continue`.
     async fn preread_chunked(
         &self,
         session: &mut Session,
