@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the proxy's hot path (issue 8): JWT
 //! verification per algorithm, a credential cache hit through
-//! `pipeline::check` (what a request with a known JWT or API key pays),
+//! `Pipeline::check` (what a request with a known JWT or API key pays),
 //! route matching, path normalisation, identity header building and the
 //! TOTP step-up check. Run: `cargo bench --bench hot_path`.
 //!
@@ -18,10 +18,12 @@ use portcullis::app::App;
 use portcullis::config::{Config, JwtAlgorithm};
 use portcullis::crypto::totp;
 use portcullis::http_types::AuthRequest;
+use portcullis::pipeline::authn::credential::Authenticated;
 use portcullis::pipeline::client::ClientInfo;
-use portcullis::pipeline::{self, Identity, authz::RoutePolicies, identity_headers, path};
+use portcullis::pipeline::{authz::RoutePolicies, identity_headers, path};
 use portcullis::store::{Store, sqlite::SqliteStore};
 use portcullis::tokens::{self, AccessClaims, KeyRing};
+use portcullis::vocab::{CredentialKind, Identity};
 use uuid::Uuid;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -114,7 +116,7 @@ fn json_field(body: &Bytes, field: &str) -> String {
         .to_string()
 }
 
-/// `pipeline::check` for a request whose credential is cached: what a
+/// `Pipeline::check` for a request whose credential is cached: what a
 /// proxied request pays for authentication and authorization.
 fn cache_hit(c: &mut Criterion) {
     let rt = runtime();
@@ -141,7 +143,7 @@ fn cache_hit(c: &mut Criterion) {
     ));
     let key = json_field(&r.body, "key");
 
-    let routes = app.routes();
+    let routes = app.pipeline.routes();
     let policy = routes.select_all(&Method::GET, "/api/orders");
     let mut group = c.benchmark_group("cache_hit");
     for (name, header, value) in [
@@ -151,12 +153,12 @@ fn cache_hit(c: &mut Criterion) {
         let mut headers = HeaderMap::new();
         headers.insert(header, HeaderValue::from_str(&value).unwrap());
         // the first check verifies and fills the cache
-        rt.block_on(pipeline::check(&app, &policy, &headers))
+        rt.block_on(app.pipeline.check(&policy, &headers))
             .unwrap()
             .unwrap();
         group.bench_function(name, |b| {
             b.iter(|| {
-                rt.block_on(pipeline::check(&app, &policy, black_box(&headers)))
+                rt.block_on(app.pipeline.check(&policy, black_box(&headers)))
                     .unwrap()
             })
         });
@@ -254,21 +256,20 @@ fn identity_header_building(c: &mut Criterion) {
         peer_trusted: false,
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
-    let identity = Arc::new(Identity {
+    let identity = Authenticated::new(Identity {
         user_id: Uuid::now_v7(),
         tenant_id: Uuid::now_v7(),
         email: "bench@example.com".into(),
         roles: vec!["member".into(), "ops".into()],
         permissions: vec!["profile:read".into(), "profile:write".into()],
-        method: portcullis::config::CredentialKind::Jwt,
+        method: CredentialKind::Jwt,
         session_id: Some(Uuid::now_v7()),
         key_id: None,
         mfa: false,
-        upstream_headers: Default::default(),
     });
     let mut group = c.benchmark_group("identity_headers");
     let host = http::HeaderValue::from_static("api.example.com");
-    let edits = |id: &Identity| {
+    let edits = |id: &Authenticated| {
         identity_headers::upstream_edits(
             &names,
             &cfg,
@@ -284,9 +285,13 @@ fn identity_header_building(c: &mut Criterion) {
     group.bench_function("cached_identity", |b| {
         b.iter(|| edits(&identity).insert.len())
     });
-    // a clone starts without them: every iteration formats them again
+    // a new credential starts without them: every iteration formats them again
     group.bench_function("fresh_identity", |b| {
-        b.iter(|| edits(&(*identity).clone()).insert.len())
+        b.iter(|| {
+            edits(&Authenticated::new((*identity.identity).clone()))
+                .insert
+                .len()
+        })
     });
     group.finish();
 }

@@ -1,56 +1,54 @@
-//! The composition root: [`App`] holds the validated config, the store, the
-//! keys, the caches and the argon2 pool that every request path shares, and
-//! [`App::init`] builds them in order (store → default tenant → keys →
-//! bootstrap admin) before any listener opens.
+//! The composition root: [`App::init`] builds every service bottom-up (store
+//! → default tenant → keys → services → authenticators → [`Pipeline`] →
+//! [`Revocations`]) and [`App`] holds them for the `/auth` handlers, the
+//! proxy and the background tasks. Nothing below this module sees `App`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ipnet::IpNet;
-
-use crate::auth::rate_limit::RateLimiter;
-use crate::config::{Config, parse_cidr};
+use crate::config::Config;
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::seal::SecretBox;
+use crate::metrics;
 use crate::notify::Webhook;
-use crate::pipeline::Identity;
+use crate::pipeline::Pipeline;
+use crate::pipeline::authn::Authenticators;
 use crate::pipeline::authn::api_key::ApiKeyAuthenticator;
 use crate::pipeline::authn::jwt::JwtAuthenticator;
-use crate::pipeline::authz::RoutePolicies;
-use crate::pipeline::identity_headers::IdentityHeaderNames;
 use crate::pipeline::otp::OtpStepUp;
-use crate::store::{self, Store, StoreEvent};
+use crate::revocations::Revocations;
+use crate::services::audit::Audit;
+use crate::services::lockout::Lockout;
+use crate::services::rate_limit::RateLimiter;
+use crate::store::{self, Store};
 use crate::tenancy::TenantDirectory;
 use crate::tokens::KeyRing;
-use crate::tokens::assertion::Assertions;
-use crate::{auth, metrics};
 
 pub struct App {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
-    pub keys: KeyRing,
-    pub tenants: TenantDirectory,
+    pub keys: Arc<KeyRing>,
+    pub tenants: Arc<TenantDirectory>,
     pub passwords: PasswordHasher,
-    pub jwt: JwtAuthenticator,
     /// Seals TOTP secrets at rest when `secrets.encryption_key_file` is set.
-    pub secrets: SecretBox,
-    pub otp: OtpStepUp,
+    pub secrets: Arc<SecretBox>,
+    pub audit: Audit,
+    pub lockout: Arc<Lockout>,
+    /// The proxy path (also behind `GET /auth/verify`).
+    pub pipeline: Pipeline,
+    /// Every cache invalidation goes through here.
+    pub revocations: Revocations,
+    /// Notes API-key use; flushed in batches by a background task.
+    pub api_keys: Arc<ApiKeyAuthenticator>,
     /// Public `/auth` requests per client IP.
     pub ip_limits: RateLimiter,
     /// Login attempts per (tenant, email).
     pub login_limits: RateLimiter,
-    /// Compiled `[[routes]]`; swapped whole on SIGHUP ([`crate::reload`]).
-    routes: RwLock<Arc<RoutePolicies>>,
-    pub identity_headers: IdentityHeaderNames,
-    pub trusted_proxies: Vec<IpNet>,
     /// `notifications.webhook_url`, parsed.
     pub webhook: Option<Webhook>,
     /// Also log notification tokens (`portcullis demo` only).
     pub log_tokens: bool,
-    pub api_keys: ApiKeyAuthenticator,
-    /// Signed `X-Auth-Assertion` values (when `proxy.identity_assertion`).
-    pub assertions: Assertions,
     /// Set once start-up finished; cleared again when draining.
     ready: AtomicBool,
     draining: AtomicBool,
@@ -58,21 +56,9 @@ pub struct App {
 }
 
 impl App {
-    /// The route policies in force (an `Arc` clone under a read lock).
-    pub fn routes(&self) -> Arc<RoutePolicies> {
-        self.routes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Swaps in new route policies; requests already matched keep theirs.
-    pub fn replace_routes(&self, routes: RoutePolicies) {
-        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routes);
-    }
-
-    /// Opens the store, makes sure the default tenant and a signing key exist,
-    /// and creates the bootstrap admin when asked to.
+    /// Opens the store, makes sure the default tenant and a signing key
+    /// exist, and builds the services. The caller marks the app ready
+    /// ([`App::set_ready`]) once it finished its own start-up (the bootstrap admin).
     pub async fn init(config: Config, log_tokens: bool) -> Result<Arc<App>, String> {
         metrics::init();
         let config = Arc::new(config);
@@ -81,15 +67,15 @@ impl App {
             .ensure_tenant(&config.tenancy.default_tenant)
             .await
             .map_err(|e| format!("default tenant: {e}"))?;
-        let keys = KeyRing::load(&config, store.clone()).await?;
-        let secrets = SecretBox::new(
+        let keys = Arc::new(KeyRing::load(&config, store.clone()).await?);
+        let secrets = Arc::new(SecretBox::new(
             Config::read_secret_file(
                 "secrets.encryption_key_file",
                 &config.secrets.encryption_key_file,
             )
             .map_err(|e| e.to_string())?
             .as_deref(),
-        )?;
+        )?);
         if !secrets.is_sealing()
             && store
                 .has_sealed_mfa_secrets()
@@ -98,53 +84,74 @@ impl App {
         {
             return Err("the store holds encrypted TOTP secrets but secrets.encryption_key_file is not set; set it to the key they were sealed with".into());
         }
-        let routes = RoutePolicies::compile(&config)?;
-        let identity_headers = IdentityHeaderNames::new(&config.proxy.identity_header_prefix)?
-            .with_api_key_prefix(&config.api_keys.prefix);
-        let trusted_proxies = config
-            .proxy
-            .trusted_proxies
-            .iter()
-            .filter_map(|c| parse_cidr(c))
-            .collect();
         let webhook = Webhook::parse(&config.notifications.webhook_url)?;
-        let app = Arc::new(App {
+        let tenants = Arc::new(TenantDirectory::new(
+            store.clone(),
+            config.tenancy.clone(),
+            Duration::from_secs(config.cache.tenant_ttl_seconds.max(1)),
+        ));
+        let audit = Audit::new(store.clone());
+        let lockout = Arc::new(Lockout::new(
+            store.clone(),
+            audit.clone(),
+            config.lockout.clone(),
+        ));
+        let jwt = Arc::new(JwtAuthenticator::new(&config, store.clone(), keys.clone()));
+        let api_keys = Arc::new(ApiKeyAuthenticator::new(
+            store.clone(),
+            config.cache.max_entries,
+            Duration::from_secs(config.cache.ttl_seconds),
+        ));
+        let otp = Arc::new(OtpStepUp::new(
+            &config,
+            store.clone(),
+            secrets.clone(),
+            lockout.clone(),
+        ));
+        let pipeline = Pipeline::new(
+            &config,
+            Authenticators {
+                jwt: jwt.clone(),
+                api_keys: api_keys.clone(),
+                api_key_prefix: config.api_keys.prefix.clone(),
+            },
+            tenants.clone(),
+            otp.clone(),
+            keys.clone(),
+        )?;
+        let revocations = Revocations {
+            store: store.clone(),
+            jwt,
+            api_keys: api_keys.clone(),
+            otp,
+            tenants: tenants.clone(),
+            keys: keys.clone(),
+        };
+        Ok(Arc::new(App {
             webhook,
             log_tokens,
-            tenants: TenantDirectory::new(
-                store.clone(),
-                config.tenancy.clone(),
-                Duration::from_secs(config.cache.tenant_ttl_seconds.max(1)),
-            ),
+            tenants,
             passwords: PasswordHasher::start(&config.passwords),
-            jwt: JwtAuthenticator::new(
-                config.cache.max_entries,
-                Duration::from_secs(config.cache.ttl_seconds),
-                Duration::from_secs(config.jwt.access_ttl_seconds),
-                config.jwt.leeway_seconds,
-            ),
             secrets,
-            otp: OtpStepUp::default(),
+            audit,
+            lockout,
+            pipeline,
+            revocations,
+            api_keys,
             ip_limits: RateLimiter::new(config.rate_limit.per_ip_per_minute),
             login_limits: RateLimiter::new(config.rate_limit.login_per_account_per_minute),
-            routes: RwLock::new(Arc::new(routes)),
-            identity_headers,
-            trusted_proxies,
-            api_keys: ApiKeyAuthenticator::new(
-                config.cache.max_entries,
-                Duration::from_secs(config.cache.ttl_seconds),
-            ),
-            assertions: Assertions::new(config.cache.max_entries),
             keys,
             store,
             config,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
-        });
-        auth::account::bootstrap_admin_from_env(&app).await?;
-        app.ready.store(true, Ordering::SeqCst);
-        Ok(app)
+        }))
+    }
+
+    /// Start-up finished: `/readyz` may answer 200.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
     }
 
     /// `/readyz`: started, not draining, and the store answers.
@@ -154,81 +161,12 @@ impl App {
             && self.store.ping().await.is_ok()
     }
 
-    /// Tells the other replicas about a revocation this one already applied
-    /// locally; a failure is logged (they catch up by cache TTL).
-    /// Revokes every live session of the user except `keep`: in the store, in
-    /// this replica's caches at once, and on the others through the store's
-    /// events. Returns the sessions revoked.
-    pub async fn revoke_user_sessions(
-        &self,
-        user_id: uuid::Uuid,
-        keep: Option<uuid::Uuid>,
-        reason: &str,
-    ) -> Result<Vec<uuid::Uuid>, crate::error::Error> {
-        let revoked = self
-            .store
-            .revoke_user_sessions(user_id, keep, reason)
-            .await?;
-        self.jwt.revoke_sessions(&revoked);
-        self.publish(StoreEvent::Sessions {
-            ids: revoked.clone(),
-        })
-        .await;
-        Ok(revoked)
-    }
-
-    pub async fn publish(&self, event: StoreEvent) {
-        if let Err(e) = self.store.publish(&event).await {
-            tracing::warn!(error = %e, ?event, "publishing a revocation to other replicas");
-        }
-    }
-
-    /// Applies a revocation published by a replica (this one included) to
-    /// the caches; `Resync` flushes them all.
-    pub async fn apply_event(&self, event: StoreEvent) {
-        tracing::debug!(?event, "store event");
-        match event {
-            StoreEvent::Sessions { ids } => self.jwt.revoke_sessions(&ids),
-            StoreEvent::Owner { user_id } => {
-                self.api_keys.evict_owner(user_id);
-                self.otp.forget(user_id);
-            }
-            StoreEvent::ApiKey { id } => self.api_keys.evict_key(id),
-            StoreEvent::Mfa { user_id } => self.otp.forget(user_id),
-            StoreEvent::KeysRotated => {
-                if let Err(e) = self.keys.reload().await {
-                    tracing::warn!(error = %e, "reloading signing keys");
-                }
-            }
-            StoreEvent::Resync => {
-                self.jwt.flush();
-                self.api_keys.flush();
-                self.otp.flush();
-                self.tenants.flush();
-                if let Err(e) = self.keys.reload().await {
-                    tracing::warn!(error = %e, "reloading signing keys");
-                }
-            }
-        }
-    }
-
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
-    }
-
-    /// The signed `X-Auth-Assertion` for `identity` when `proxy.identity_assertion`
-    /// is on; a signing failure is logged and the header left out.
-    pub fn identity_assertion(&self, identity: &Identity) -> Option<Arc<str>> {
-        if !self.config.proxy.identity_assertion {
-            return None;
-        }
-        self.assertions
-            .for_identity(&self.keys, &self.config, identity)
-            .ok()
     }
 
     /// Counts a request until the guard drops.

@@ -157,6 +157,16 @@ fn init_logging(config: &Config, default_level: &str) {
     };
 }
 
+/// Builds the application and finishes its start-up: the bootstrap admin
+/// from `PORTCULLIS_BOOTSTRAP_ADMIN_*` (an `/auth` concern, so done here, above
+/// both), then ready.
+async fn start_app(config: Config, log_tokens: bool) -> Result<Arc<App>, String> {
+    let app = App::init(config, log_tokens).await?;
+    crate::auth::account::bootstrap_admin_from_env(&app).await?;
+    app.set_ready();
+    Ok(app)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -176,7 +186,7 @@ pub fn run(cli: Cli) -> CliResult {
                 None => None,
             });
             init_logging(&config, "info");
-            let app = runtime()?.block_on(App::init(config, false))?;
+            let app = runtime()?.block_on(start_app(config, false))?;
             server::run(app, None)
         }
         Command::Demo => demo(config_path),
@@ -256,7 +266,7 @@ fn user(config: Config, action: UserAction) -> CliResult {
         } else {
             roles
         };
-        let app = App::init(config, false).await?;
+        let app = start_app(config, false).await?;
         let t = app
             .tenants
             .lookup(&tenant)
@@ -306,7 +316,7 @@ fn keys(config: Config, action: KeysAction) -> CliResult {
                 let record = new_key_record(algorithm_of(config.jwt.algorithm))?;
                 let kid = record.kid.clone();
                 store
-                    .rotate_signing_key(record, store::now())
+                    .rotate_signing_key(record, crate::vocab::now())
                     .await
                     .map_err(|e| e.to_string())?;
                 // replicas sharing the store reload their keys at once
@@ -317,7 +327,7 @@ fn keys(config: Config, action: KeysAction) -> CliResult {
             }
             KeysAction::List => {
                 let keep = (config.jwt.access_ttl_seconds + config.jwt.leeway_seconds) as i64;
-                let now = store::now();
+                let now = crate::vocab::now();
                 println!("{:<44}  {:<6}  {:<9}  created", "kid", "alg", "state");
                 for k in store.signing_keys().await.map_err(|e| e.to_string())? {
                     let state = match k.retired_at {
@@ -385,14 +395,14 @@ fn demo(config_path: Option<&Path>) -> CliResult {
             roles: Vec::new(),
             require_otp: false,
             credentials: vec![
-                crate::config::CredentialKind::Jwt,
-                crate::config::CredentialKind::ApiKey,
+                crate::vocab::CredentialKind::Jwt,
+                crate::vocab::CredentialKind::ApiKey,
             ],
         });
     }
     config.log.format = LogFormat::Pretty;
     init_logging(&config, "info");
-    let app: Arc<App> = runtime()?.block_on(App::init(config.clone(), true))?;
+    let app: Arc<App> = runtime()?.block_on(start_app(config.clone(), true))?;
     print_walkthrough(&config, &echo, &dir);
     server::run(app, Some(echo))
 }

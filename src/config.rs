@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::vocab::CredentialKind;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -366,22 +368,6 @@ impl Default for PasswordsSection {
             workers: 0,
             queue_capacity: 64,
             queue_timeout_ms: 5000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialKind {
-    Jwt,
-    ApiKey,
-}
-
-impl CredentialKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CredentialKind::Jwt => "jwt",
-            CredentialKind::ApiKey => "api_key",
         }
     }
 }

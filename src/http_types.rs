@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use serde::Serialize;
 
-use crate::pipeline::Identity;
+use crate::vocab::Identity;
 
 /// A request to a route the sidecar answers itself, with its body read.
 #[derive(Debug, Clone)]

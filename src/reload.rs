@@ -47,7 +47,7 @@ pub fn reload(app: &App) -> Result<usize, String> {
         set(&config.log.level).map_err(|e| format!("log.level: {e}"))?;
     }
     let count = config.routes.len();
-    app.replace_routes(routes);
+    app.pipeline.replace_routes(routes);
     Ok(count)
 }
 

@@ -136,7 +136,7 @@ fn close_store(app: &App) {
     else {
         return;
     };
-    if let Err(e) = rt.block_on(app.api_keys.flush_use(app.store.as_ref())) {
+    if let Err(e) = rt.block_on(app.api_keys.flush_use()) {
         tracing::warn!(error = %e, "writing API key last use");
     }
     if let Err(e) = rt.block_on(app.store.close()) {
@@ -239,7 +239,7 @@ impl BackgroundService for ApiKeyUseFlush {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(e) = self.app.api_keys.flush_use(self.app.store.as_ref()).await {
+                    if let Err(e) = self.app.api_keys.flush_use().await {
                         tracing::warn!(error = %e, "writing API key last use");
                     }
                 }
@@ -264,7 +264,7 @@ impl BackgroundService for StoreEvents {
         loop {
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(ev) => self.app.apply_event(ev).await,
+                    Some(ev) => self.app.revocations.apply(&ev).await,
                     // the store has no events (SQLite): nothing more to do
                     None => {
                         let _ = shutdown.changed().await;

@@ -9,16 +9,17 @@ use uuid::Uuid;
 use std::sync::Arc;
 
 use super::views::{UserView, rfc3339};
-use super::{audit, parse_body, validate};
+use super::{parse_body, validate};
 use crate::app::App;
 use crate::crypto::{policy, random_token, token_hash};
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::notify;
-use crate::pipeline::Identity;
 use crate::store::{
-    NewUser, OneTimeKind, OneTimeToken, ProfileUpdate, StoreError, User, UserStatus, now,
+    NewUser, OneTimeKind, OneTimeToken, ProfileUpdate, StoreError, User, UserStatus,
 };
+use crate::vocab::Identity;
+use crate::vocab::now;
 
 async fn current_user(app: &App, identity: &Identity) -> Result<User, Error> {
     app.store
@@ -80,16 +81,16 @@ pub async fn patch_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
         // the new address must be verified before the next login
         send_token(app, &user, OneTimeKind::EmailVerification).await?;
     }
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "profile.updated",
-        "success",
-        json!({ "emailChanged": email_changed }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "profile.updated",
+            "success",
+            json!({ "emailChanged": email_changed }),
+        )
+        .await;
     Ok(HttpResponse::json(200, &UserView::from(&user)))
 }
 
@@ -117,16 +118,16 @@ pub async fn change_password(app: &App, req: &AuthRequest) -> Result<HttpRespons
             .verify(&current, user.password_hash.as_deref())
             .await?
     {
-        audit::record(
-            app,
-            Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
-            "password.change",
-            "failure",
-            json!({}),
-        )
-        .await;
+        app.audit
+            .record(
+                Some(req),
+                Some(user.tenant_id),
+                Some(user.id),
+                "password.change",
+                "failure",
+                json!({}),
+            )
+            .await;
         return Err(Error::InvalidCredentials);
     }
     policy::check_password(&new, &user.email, app.config.accounts.password_min_length)
@@ -136,18 +137,19 @@ pub async fn change_password(app: &App, req: &AuthRequest) -> Result<HttpRespons
         .set_password(user.tenant_id, user.id, &hash)
         .await?;
     let revoked = app
+        .revocations
         .revoke_user_sessions(user.id, identity.session_id, "password_changed")
         .await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "password.changed",
-        "success",
-        json!({ "sessionsRevoked": revoked.len() }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "password.changed",
+            "success",
+            json!({ "sessionsRevoked": revoked.len() }),
+        )
+        .await;
     Ok(HttpResponse::json(
         200,
         &json!({ "success": true, "message": "Password changed" }),
@@ -284,16 +286,16 @@ pub async fn verify_email(app: &App, req: &AuthRequest) -> Result<HttpResponse, 
             StoreError::NotFound(_) => Error::InvalidToken,
             other => other.into(),
         })?;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "email.verified",
-        "success",
-        json!({}),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "email.verified",
+            "success",
+            json!({}),
+        )
+        .await;
     Ok(HttpResponse::json(200, &UserView::from(&user)))
 }
 
@@ -332,16 +334,16 @@ pub async fn forgot_password(app: &Arc<App>, req: &AuthRequest) -> Result<HttpRe
             tracing::warn!(error = %e, "password reset token not created");
             return;
         }
-        audit::record(
-            &app,
-            Some(&req),
-            Some(user.tenant_id),
-            Some(user.id),
-            "password.reset_requested",
-            "success",
-            json!({}),
-        )
-        .await;
+        app.audit
+            .record(
+                Some(&req),
+                Some(user.tenant_id),
+                Some(user.id),
+                "password.reset_requested",
+                "success",
+                json!({}),
+            )
+            .await;
     });
     Ok(accepted)
 }
@@ -392,18 +394,19 @@ pub async fn reset_password(app: &App, req: &AuthRequest) -> Result<HttpResponse
     let user = set_password_by_token(app, body.token, OneTimeKind::PasswordReset, &new).await?;
     app.store.clear_login_failures(user.id).await?;
     let revoked = app
+        .revocations
         .revoke_user_sessions(user.id, None, "password_reset")
         .await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "password.reset",
-        "success",
-        json!({ "sessionsRevoked": revoked.len() }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "password.reset",
+            "success",
+            json!({ "sessionsRevoked": revoked.len() }),
+        )
+        .await;
     Ok(HttpResponse::json(
         200,
         &json!({ "success": true, "message": "Password has been reset" }),
@@ -427,16 +430,16 @@ pub async fn accept_invite(app: &App, req: &AuthRequest) -> Result<HttpResponse,
         .store
         .set_email_verified(user.tenant_id, user.id)
         .await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "invite.accepted",
-        "success",
-        json!({}),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "invite.accepted",
+            "success",
+            json!({}),
+        )
+        .await;
     Ok(HttpResponse::json(200, &UserView::from(&user)))
 }
 
@@ -467,16 +470,16 @@ pub async fn create_user_with_password(
         Error::EmailExists => "a user with this email already exists in the tenant".to_string(),
         other => other.message(),
     })?;
-    audit::record(
-        app,
-        None,
-        Some(tenant_id),
-        Some(user.id),
-        "user.created",
-        "success",
-        json!({ "by": "operator", "roles": user.roles }),
-    )
-    .await;
+    app.audit
+        .record(
+            None,
+            Some(tenant_id),
+            Some(user.id),
+            "user.created",
+            "success",
+            json!({ "by": "operator", "roles": user.roles }),
+        )
+        .await;
     Ok(user)
 }
 

@@ -9,14 +9,14 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::views::{UserView, rfc3339};
-use super::{account, audit, parse_body, validate};
+use super::{account, parse_body, validate};
 use crate::app::App;
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
-use crate::pipeline::Identity;
 use crate::pipeline::authz::grants;
 use crate::store::StoreEvent;
 use crate::store::{AdminUserUpdate, Role, StoreError, User, UserQuery, UserStatus};
+use crate::vocab::Identity;
 
 pub const MAX_PAGE_SIZE: u32 = 100;
 
@@ -245,16 +245,16 @@ async fn create_user(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
         },
     )
     .await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(caller.tenant_id),
-        Some(user.id),
-        "admin.user_created",
-        "success",
-        json!({ "by": caller.user_id, "roles": user.roles, "invited": invite.is_some() }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(caller.tenant_id),
+            Some(user.id),
+            "admin.user_created",
+            "success",
+            json!({ "by": caller.user_id, "roles": user.roles, "invited": invite.is_some() }),
+        )
+        .await;
     let mut view = serde_json::to_value(UserView::from(&user)).map_err(|_| Error::Internal)?;
     if let Some(token) = invite {
         view["inviteToken"] = json!(token);
@@ -281,12 +281,11 @@ struct PatchUserBody {
 
 /// Ends every session (and cached credential) of the user at once.
 pub async fn cut_off(app: &App, user_id: Uuid, reason: &str) -> Result<(), Error> {
-    app.revoke_user_sessions(user_id, None, reason).await?;
+    app.revocations
+        .revoke_user_sessions(user_id, None, reason)
+        .await?;
     // a cached API key of the user must not outlive the cut-off either
-    app.api_keys.evict_owner(user_id);
-    app.otp.forget(user_id);
-    // other replicas: the owner's cached API keys and TOTP state
-    app.publish(StoreEvent::Owner { user_id }).await;
+    app.revocations.revoke(StoreEvent::Owner { user_id }).await;
     Ok(())
 }
 
@@ -332,19 +331,20 @@ async fn patch_user(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespon
         cut_off(app, user.id, "user_disabled").await?;
     } else if user.roles != target.roles {
         // API keys take their permissions from the owner's roles on a cache miss
-        app.api_keys.evict_owner(user.id);
-        app.publish(StoreEvent::Owner { user_id: user.id }).await;
+        app.revocations
+            .revoke(StoreEvent::Owner { user_id: user.id })
+            .await;
     }
-    audit::record(
-        app,
-        Some(req),
-        Some(caller.tenant_id),
-        Some(user.id),
-        "admin.user_updated",
-        "success",
-        json!({ "by": caller.user_id, "roles": user.roles, "status": user.status.as_str() }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(caller.tenant_id),
+            Some(user.id),
+            "admin.user_updated",
+            "success",
+            json!({ "by": caller.user_id, "roles": user.roles, "status": user.status.as_str() }),
+        )
+        .await;
     Ok(user_response(200, &user))
 }
 
@@ -358,16 +358,16 @@ async fn delete_user(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespo
     if !app.store.delete_user(caller.tenant_id, target.id).await? {
         return Err(Error::NotFound);
     }
-    audit::record(
-        app,
-        Some(req),
-        Some(caller.tenant_id),
-        Some(target.id),
-        "admin.user_deleted",
-        "success",
-        json!({ "by": caller.user_id }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(caller.tenant_id),
+            Some(target.id),
+            "admin.user_deleted",
+            "success",
+            json!({ "by": caller.user_id }),
+        )
+        .await;
     Ok(HttpResponse::json(
         200,
         &json!({ "success": true, "message": "User deleted" }),
@@ -378,16 +378,16 @@ async fn unlock(app: &App, req: &AuthRequest, id: &str) -> Result<HttpResponse, 
     let caller = admin(app, req, "user:write").await?;
     let target = find_user(app, caller.tenant_id, id).await?;
     app.store.clear_login_failures(target.id).await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(caller.tenant_id),
-        Some(target.id),
-        "admin.user_unlocked",
-        "success",
-        json!({ "by": caller.user_id }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(caller.tenant_id),
+            Some(target.id),
+            "admin.user_unlocked",
+            "success",
+            json!({ "by": caller.user_id }),
+        )
+        .await;
     Ok(user_response(
         200,
         &find_user(app, caller.tenant_id, id).await?,
@@ -398,18 +398,19 @@ async fn mfa_reset(app: &App, req: &AuthRequest, id: &str) -> Result<HttpRespons
     let caller = admin(app, req, "user:write").await?;
     let target = find_user(app, caller.tenant_id, id).await?;
     app.store.disable_mfa(target.id).await?;
-    app.otp.forget(target.id);
-    app.publish(StoreEvent::Mfa { user_id: target.id }).await;
-    audit::record(
-        app,
-        Some(req),
-        Some(caller.tenant_id),
-        Some(target.id),
-        "admin.mfa_reset",
-        "success",
-        json!({ "by": caller.user_id }),
-    )
-    .await;
+    app.revocations
+        .revoke(StoreEvent::Mfa { user_id: target.id })
+        .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(caller.tenant_id),
+            Some(target.id),
+            "admin.mfa_reset",
+            "success",
+            json!({ "by": caller.user_id }),
+        )
+        .await;
     Ok(user_response(
         200,
         &find_user(app, caller.tenant_id, id).await?,
@@ -516,16 +517,16 @@ async fn create_role(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
             StoreError::Conflict(_) => Error::invalid("name", "a role with this name exists"),
             other => other.into(),
         })?;
-    audit::record(
-        app,
-        Some(req),
-        Some(caller.tenant_id),
-        None,
-        "admin.role_created",
-        "success",
-        json!({ "by": caller.user_id, "role": role.name }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(caller.tenant_id),
+            None,
+            "admin.role_created",
+            "success",
+            json!({ "by": caller.user_id, "role": role.name }),
+        )
+        .await;
     Ok(HttpResponse::json(201, &role_view(&role)))
 }
 
@@ -545,16 +546,16 @@ async fn patch_role(app: &App, req: &AuthRequest, name: &str) -> Result<HttpResp
             StoreError::NotFound(_) => Error::NotFound,
             other => other.into(),
         })?;
-    audit::record(
-        app,
-        Some(req),
-        Some(caller.tenant_id),
-        None,
-        "admin.role_updated",
-        "success",
-        json!({ "by": caller.user_id, "role": role.name, "permissions": role.permissions }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(caller.tenant_id),
+            None,
+            "admin.role_updated",
+            "success",
+            json!({ "by": caller.user_id, "role": role.name, "permissions": role.permissions }),
+        )
+        .await;
     Ok(HttpResponse::json(200, &role_view(&role)))
 }
 
@@ -569,16 +570,16 @@ async fn delete_role(app: &App, req: &AuthRequest, name: &str) -> Result<HttpRes
         Some(_) => {}
     }
     app.store.delete_role(caller.tenant_id, name).await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(caller.tenant_id),
-        None,
-        "admin.role_deleted",
-        "success",
-        json!({ "by": caller.user_id, "role": name }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(caller.tenant_id),
+            None,
+            "admin.role_deleted",
+            "success",
+            json!({ "by": caller.user_id, "role": name }),
+        )
+        .await;
     Ok(HttpResponse::json(
         200,
         &json!({ "success": true, "message": "Role deleted" }),

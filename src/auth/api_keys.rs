@@ -6,17 +6,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::parse_body;
 use super::views::rfc3339;
-use super::{audit, parse_body};
 use crate::app::App;
 use crate::crypto::token_hash;
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
-use crate::pipeline::Identity;
 use crate::pipeline::authz::grants;
 use crate::store::StoreEvent;
-use crate::store::{ApiKey, NewApiKey, User, UserStatus, now};
+use crate::store::{ApiKey, NewApiKey, User, UserStatus};
 use crate::tenancy::TENANT_HEADER;
+use crate::vocab::Identity;
+use crate::vocab::now;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 /// Base62 digits of 256 bits (62^43 > 2^256).
@@ -235,22 +236,22 @@ pub async fn create(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
             expires_at,
         })
         .await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "api_key.created",
-        "success",
-        json!({
-            "keyId": stored.id,
-            "keyPrefix": stored.key_prefix,
-            "name": stored.name,
-            "scopes": stored.scopes,
-            "expiresAt": stored.expires_at.map(rfc3339),
-        }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "api_key.created",
+            "success",
+            json!({
+                "keyId": stored.id,
+                "keyPrefix": stored.key_prefix,
+                "name": stored.name,
+                "scopes": stored.scopes,
+                "expiresAt": stored.expires_at.map(rfc3339),
+            }),
+        )
+        .await;
     Ok(HttpResponse::json(
         201,
         &CreatedApiKey {
@@ -298,18 +299,17 @@ pub async fn revoke(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
     {
         return Err(Error::NotFound);
     }
-    app.api_keys.evict_key(id);
-    app.publish(StoreEvent::ApiKey { id }).await;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "api_key.revoked",
-        "success",
-        json!({ "keyId": id }),
-    )
-    .await;
+    app.revocations.revoke(StoreEvent::ApiKey { id }).await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "api_key.revoked",
+            "success",
+            json!({ "keyId": id }),
+        )
+        .await;
     Ok(HttpResponse::json(
         200,
         &json!({ "success": true, "message": "API key revoked" }),

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
-use crate::pipeline::{self, identity_headers, path};
+use crate::pipeline::{identity_headers, path};
 
 pub const FORWARDED_METHOD: &str = "x-forwarded-method";
 pub const FORWARDED_URI: &str = "x-forwarded-uri";
@@ -66,7 +66,7 @@ pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
     if let Some(name) = req
         .headers
         .keys()
-        .find(|n| app.identity_headers.is_identity_header(n.as_str()))
+        .find(|n| app.pipeline.identity_headers.is_identity_header(n.as_str()))
     {
         return Err(Error::invalid(
             name.as_str(),
@@ -74,20 +74,23 @@ pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
         ));
     }
     let (method, path) = described_request(req)?;
-    let routes = app.routes();
+    let routes = app.pipeline.routes();
     let policy = routes.select_all(&method, &path);
-    let identity = pipeline::check(app, &policy, &req.headers)
-        .await?
-        .map(|id| super::note_caller(req, id));
+    let who = app.pipeline.check(&policy, &req.headers).await?;
+    if let Some(who) = &who {
+        super::note_caller(req, who.identity.clone());
+    }
     let mut response = HttpResponse::json(
         200,
-        &json!({ "authenticated": identity.is_some(), "route": &*policy.primary.name }),
+        &json!({ "authenticated": who.is_some(), "route": &*policy.primary.name }),
     );
-    if let Some(id) = identity {
-        let assertion = app.identity_assertion(&id);
-        for (name, value) in
-            identity_headers::identity_values(&app.identity_headers, &id, assertion.as_deref())
-        {
+    if let Some(who) = who {
+        let assertion = app.pipeline.assertion(&who.identity);
+        for (name, value) in identity_headers::identity_values(
+            &app.pipeline.identity_headers,
+            &who,
+            assertion.as_deref(),
+        ) {
             response = response.with_header(
                 name.as_str().to_string(),
                 String::from_utf8_lossy(value.as_bytes()),

@@ -7,16 +7,18 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::session::issue_tokens;
-use super::{audit, lockout, parse_body};
+use super::issue::issue_tokens;
+use super::parse_body;
 use crate::app::App;
 use crate::crypto::{random_token, token_hash, totp};
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::metrics;
-use crate::pipeline::Identity;
+use crate::services::lockout;
 use crate::store::StoreEvent;
-use crate::store::{MfaRecord, StoreError, User, UserStatus, now};
+use crate::store::{MfaRecord, StoreError, User, UserStatus};
+use crate::vocab::Identity;
+use crate::vocab::now;
 
 pub const MFA_TOKEN_PREFIX: &str = "mfa_";
 pub const MFA_TOKEN_TTL: i64 = 300;
@@ -94,19 +96,19 @@ fn success(message: &str) -> HttpResponse {
 }
 
 async fn wrong_code(app: &App, req: &AuthRequest, user: &User, kind: &str) -> Error {
-    if let Err(e) = lockout::failure(app, Some(req), user).await {
+    if let Err(e) = app.lockout.failure(Some(req), user).await {
         return e;
     }
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        kind,
-        "failure",
-        json!({}),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            kind,
+            "failure",
+            json!({}),
+        )
+        .await;
     Error::InvalidMfaCode
 }
 
@@ -139,18 +141,19 @@ pub async fn enable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
             StoreError::Conflict(_) => Error::MfaAlreadyEnabled,
             other => other.into(),
         })?;
-    app.otp.forget(user.id);
-    app.publish(StoreEvent::Mfa { user_id: user.id }).await;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "mfa.enrolment_started",
-        "success",
-        json!({}),
-    )
-    .await;
+    app.revocations
+        .revoke(StoreEvent::Mfa { user_id: user.id })
+        .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "mfa.enrolment_started",
+            "success",
+            json!({}),
+        )
+        .await;
     Ok(HttpResponse::json(
         200,
         &json!({
@@ -192,18 +195,19 @@ pub async fn confirm(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
     {
         return Err(wrong_code(app, req, &user, "mfa.confirm").await);
     }
-    app.otp.forget(user.id);
-    app.publish(StoreEvent::Mfa { user_id: user.id }).await;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "mfa.enabled",
-        "success",
-        json!({}),
-    )
-    .await;
+    app.revocations
+        .revoke(StoreEvent::Mfa { user_id: user.id })
+        .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "mfa.enabled",
+            "success",
+            json!({}),
+        )
+        .await;
     Ok(success("MFA enabled"))
 }
 
@@ -230,7 +234,7 @@ pub async fn disable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
         .verify(&password, user.password_hash.as_deref())
         .await?
     {
-        lockout::failure(app, Some(req), &user).await?;
+        app.lockout.failure(Some(req), &user).await?;
         return Err(Error::InvalidCredentials);
     }
     if verify_code(app, user.id, &mfa, &code, true, false)
@@ -240,18 +244,19 @@ pub async fn disable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
         return Err(wrong_code(app, req, &user, "mfa.disable").await);
     }
     app.store.disable_mfa(user.id).await?;
-    app.otp.forget(user.id);
-    app.publish(StoreEvent::Mfa { user_id: user.id }).await;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "mfa.disabled",
-        "success",
-        json!({}),
-    )
-    .await;
+    app.revocations
+        .revoke(StoreEvent::Mfa { user_id: user.id })
+        .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "mfa.disabled",
+            "success",
+            json!({}),
+        )
+        .await;
     Ok(success("MFA disabled"))
 }
 
@@ -272,16 +277,16 @@ pub async fn regenerate_backup_codes(app: &App, req: &AuthRequest) -> Result<Htt
     }
     let (codes, hashes) = backup_codes(app).await?;
     app.store.replace_backup_codes(user.id, hashes).await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "mfa.backup_codes_regenerated",
-        "success",
-        json!({}),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "mfa.backup_codes_regenerated",
+            "success",
+            json!({}),
+        )
+        .await;
     Ok(HttpResponse::json(200, &json!({ "backupCodes": codes })))
 }
 
@@ -363,17 +368,17 @@ async fn verify_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
     if !app.store.consume_mfa_token(&hash, now()).await? {
         return Err(Error::InvalidToken);
     }
-    lockout::success(app, user.id).await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(user.tenant_id),
-        Some(user.id),
-        "login",
-        "success",
-        json!({ "mfa": true }),
-    )
-    .await;
+    app.lockout.success(user.id).await?;
+    app.audit
+        .record(
+            Some(req),
+            Some(user.tenant_id),
+            Some(user.id),
+            "login",
+            "success",
+            json!({ "mfa": true }),
+        )
+        .await;
     let tokens = issue_tokens(app, req, &user, &["pwd".to_string(), "otp".to_string()]).await?;
     Ok(HttpResponse::json(200, &tokens))
 }

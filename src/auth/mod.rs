@@ -12,17 +12,15 @@ use serde::de::DeserializeOwned;
 use crate::app::App;
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
-use crate::pipeline::{Identity, authn};
+use crate::vocab::Identity;
 
 pub mod account;
 pub mod admin;
 pub mod api_keys;
-pub mod audit;
 pub mod forward_auth;
-pub mod lockout;
+pub mod issue;
 pub mod mfa;
 pub mod openapi;
-pub mod rate_limit;
 pub mod session;
 pub mod validate;
 pub mod views;
@@ -189,14 +187,22 @@ pub async fn handle(app: &Arc<App>, req: &AuthRequest) -> (HttpResponse, &'stati
 /// The caller's JWT session (the account routes take no API key), noted on
 /// the request for the access log.
 pub async fn session_caller(app: &App, req: &AuthRequest) -> Result<Arc<Identity>, Error> {
-    let identity = authn::require(app, &req.headers).await?;
-    Ok(note_caller(req, identity))
+    let who = app
+        .pipeline
+        .authenticators
+        .require_session(&req.headers)
+        .await?;
+    Ok(note_caller(req, who.identity.clone()))
 }
 
 /// The caller's credential, JWT or API key (`GET /auth/me`), noted likewise.
 pub async fn any_caller(app: &App, req: &AuthRequest) -> Result<Arc<Identity>, Error> {
-    let identity = authn::require_any(app, &req.headers).await?;
-    Ok(note_caller(req, identity))
+    let who = app
+        .pipeline
+        .authenticators
+        .require_any(&req.headers)
+        .await?;
+    Ok(note_caller(req, who.identity.clone()))
 }
 
 /// Remembers who the request authenticated as (first credential wins).

@@ -4,65 +4,22 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
-use super::views::{TokenResponse, UserView};
-use super::{account, audit, lockout, mfa, parse_body, validate};
+use super::issue::{REFRESH_PREFIX, issue_tokens, token_response};
+use super::views::UserView;
+use super::{account, mfa, parse_body, validate};
 use crate::app::App;
 use crate::config::Registration;
 use crate::crypto::{policy, random_token, token_hash};
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
 use crate::metrics;
+use crate::services::lockout;
 use crate::store::StoreEvent;
-use crate::store::{
-    NewSession, NewUser, OneTimeKind, RefreshOutcome, StoreError, User, UserStatus, now,
-};
+use crate::store::{NewUser, OneTimeKind, RefreshOutcome, StoreError, UserStatus};
 use crate::tenancy::TENANT_HEADER;
 use crate::tokens::{self, AccessClaims};
-
-pub const REFRESH_PREFIX: &str = "rt_";
-
-/// Starts a session for `user` and answers the token response of SPEC §5.
-pub async fn issue_tokens(
-    app: &App,
-    req: &AuthRequest,
-    user: &User,
-    amr: &[String],
-) -> Result<TokenResponse, Error> {
-    let cfg = &app.config.jwt;
-    let at = now();
-    let refresh = random_token(REFRESH_PREFIX);
-    let session = app
-        .store
-        .create_session(NewSession {
-            id: Uuid::new_v4(),
-            tenant_id: user.tenant_id,
-            user_id: user.id,
-            amr: amr.to_vec(),
-            refresh_hash: token_hash(&refresh),
-            refresh_expires_at: at + cfg.refresh_ttl_seconds as i64,
-            ip: Some(req.client_ip.to_string()),
-            user_agent: req.user_agent(),
-        })
-        .await?;
-    let access = tokens::sign(
-        &app.keys,
-        &AccessClaims::new(cfg, user, session.id, amr, at),
-    )?;
-    Ok(token_response(app, user, access, refresh))
-}
-
-fn token_response(app: &App, user: &User, access: String, refresh: String) -> TokenResponse {
-    TokenResponse {
-        access_token: access,
-        refresh_token: refresh,
-        token_type: "Bearer",
-        expires_in: app.config.jwt.access_ttl_seconds,
-        refresh_token_expires_in: app.config.jwt.refresh_ttl_seconds,
-        user: UserView::from(user),
-    }
-}
+use crate::vocab::now;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,16 +68,16 @@ pub async fn register(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
             StoreError::Conflict(_) => Error::EmailExists,
             other => other.into(),
         })?;
-    audit::record(
-        app,
-        Some(req),
-        Some(tenant.id),
-        Some(user.id),
-        "user.registered",
-        "success",
-        json!({}),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(tenant.id),
+            Some(user.id),
+            "user.registered",
+            "success",
+            json!({}),
+        )
+        .await;
     if app.config.accounts.require_email_verification {
         account::send_token(app, &user, OneTimeKind::EmailVerification).await?;
         return Ok(HttpResponse::json(
@@ -194,32 +151,32 @@ async fn login_inner(app: &App, req: &AuthRequest) -> Result<(HttpResponse, &'st
         (Some(u), true) => u,
         (user, _) => {
             if let Some(u) = &user {
-                lockout::failure(app, Some(req), u).await?;
+                app.lockout.failure(Some(req), u).await?;
             }
-            audit::record(
-                app,
-                Some(req),
-                Some(tenant.id),
-                user.map(|u| u.id),
-                "login",
-                "failure",
-                json!({ "reason": "invalid_credentials" }),
-            )
-            .await;
+            app.audit
+                .record(
+                    Some(req),
+                    Some(tenant.id),
+                    user.map(|u| u.id),
+                    "login",
+                    "failure",
+                    json!({ "reason": "invalid_credentials" }),
+                )
+                .await;
             return Err(Error::InvalidCredentials);
         }
     };
     if user.status == UserStatus::Disabled {
-        audit::record(
-            app,
-            Some(req),
-            Some(tenant.id),
-            Some(user.id),
-            "login",
-            "failure",
-            json!({ "reason": "disabled" }),
-        )
-        .await;
+        app.audit
+            .record(
+                Some(req),
+                Some(tenant.id),
+                Some(user.id),
+                "login",
+                "failure",
+                json!({ "reason": "disabled" }),
+            )
+            .await;
         return Err(Error::AccountDisabled);
     }
     if app.config.accounts.require_email_verification && !user.email_verified {
@@ -240,22 +197,22 @@ async fn login_inner(app: &App, req: &AuthRequest) -> Result<(HttpResponse, &'st
             .await?
             .is_none()
         {
-            lockout::failure(app, Some(req), &user).await?;
+            app.lockout.failure(Some(req), &user).await?;
             return Err(Error::InvalidMfaCode);
         }
         amr.push("otp".to_string());
     }
-    lockout::success(app, user.id).await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(tenant.id),
-        Some(user.id),
-        "login",
-        "success",
-        json!({ "mfa": amr.len() > 1 }),
-    )
-    .await;
+    app.lockout.success(user.id).await?;
+    app.audit
+        .record(
+            Some(req),
+            Some(tenant.id),
+            Some(user.id),
+            "login",
+            "success",
+            json!({ "mfa": amr.len() > 1 }),
+        )
+        .await;
     let tokens = issue_tokens(app, req, &user, &amr).await?;
     Ok((HttpResponse::json(200, &tokens), "success"))
 }
@@ -315,21 +272,21 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
             user_id,
             tenant_id,
         } => {
-            app.jwt.revoke_sessions(&[session_id]);
-            app.publish(StoreEvent::Sessions {
-                ids: vec![session_id],
-            })
-            .await;
-            audit::record(
-                app,
-                Some(req),
-                Some(tenant_id),
-                Some(user_id),
-                "refresh_token.reused",
-                "session_revoked",
-                json!({ "sessionId": session_id }),
-            )
-            .await;
+            app.revocations
+                .revoke(StoreEvent::Sessions {
+                    ids: vec![session_id],
+                })
+                .await;
+            app.audit
+                .record(
+                    Some(req),
+                    Some(tenant_id),
+                    Some(user_id),
+                    "refresh_token.reused",
+                    "session_revoked",
+                    json!({ "sessionId": session_id }),
+                )
+                .await;
             return Err(Error::RefreshTokenReused);
         }
     };
@@ -337,11 +294,11 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
         app.store
             .revoke_session(session.id, "user_inactive")
             .await?;
-        app.jwt.revoke_sessions(&[session.id]);
-        app.publish(StoreEvent::Sessions {
-            ids: vec![session.id],
-        })
-        .await;
+        app.revocations
+            .revoke(StoreEvent::Sessions {
+                ids: vec![session.id],
+            })
+            .await;
         return Err(Error::TokenRevoked);
     };
     // fresh roles and permissions go into the new access token
@@ -382,21 +339,21 @@ pub async fn logout(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
     for sid in &sessions {
         app.store.revoke_session(*sid, "logout").await?;
     }
-    app.jwt.revoke_sessions(&sessions);
-    app.publish(StoreEvent::Sessions {
-        ids: sessions.clone(),
-    })
-    .await;
-    audit::record(
-        app,
-        Some(req),
-        Some(identity.tenant_id),
-        Some(identity.user_id),
-        "logout",
-        "success",
-        json!({}),
-    )
-    .await;
+    app.revocations
+        .revoke(StoreEvent::Sessions {
+            ids: sessions.clone(),
+        })
+        .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(identity.tenant_id),
+            Some(identity.user_id),
+            "logout",
+            "success",
+            json!({}),
+        )
+        .await;
     Ok(logged_out())
 }
 
@@ -404,17 +361,18 @@ pub async fn logout(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
 pub async fn logout_all(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
     let identity = super::session_caller(app, req).await?;
     let revoked = app
+        .revocations
         .revoke_user_sessions(identity.user_id, None, "logout_all")
         .await?;
-    audit::record(
-        app,
-        Some(req),
-        Some(identity.tenant_id),
-        Some(identity.user_id),
-        "logout_all",
-        "success",
-        json!({ "sessions": revoked.len() }),
-    )
-    .await;
+    app.audit
+        .record(
+            Some(req),
+            Some(identity.tenant_id),
+            Some(identity.user_id),
+            "logout_all",
+            "success",
+            json!({ "sessions": revoked.len() }),
+        )
+        .await;
     Ok(logged_out())
 }

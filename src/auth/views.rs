@@ -2,17 +2,10 @@
 //! with RFC 3339 UTC times.
 
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::store::{User, UserStatus, now};
-
-pub fn rfc3339(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
-}
+use crate::store::{User, UserStatus};
+use crate::vocab::now;
+pub use crate::vocab::rfc3339;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

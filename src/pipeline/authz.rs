@@ -8,9 +8,10 @@ use std::sync::Arc;
 use globset::{GlobBuilder, GlobMatcher};
 use http::Method;
 
-use super::Identity;
-use crate::config::{AuthMode, Config, CredentialKind};
+use crate::config::{AuthMode, Config};
 use crate::error::Error;
+use crate::vocab::CredentialKind;
+use crate::vocab::Identity;
 
 pub struct RoutePolicy {
     pub name: Arc<str>,
@@ -200,7 +201,6 @@ mod tests {
             session_id: None,
             key_id: None,
             mfa: false,
-            upstream_headers: Default::default(),
         }
     }
 

@@ -5,10 +5,8 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
-
-use super::identity_headers::REQUEST_ID;
 
 /// The caller as seen through any trusted proxies.
 #[derive(Debug, Clone)]
@@ -57,10 +55,13 @@ pub fn client_info(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> Clie
     }
 }
 
+/// `X-Request-Id` (the mutator writes it upstream as `identity_headers::REQUEST_ID`).
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The client's `X-Request-Id` when it is 1–128 visible ASCII characters, else a new UUID.
 pub fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get(REQUEST_ID.name())
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)

@@ -6,14 +6,14 @@
 //! credentials that belong to the sidecar (API keys, in `X-API-Key` or as a
 //! prefixed bearer token) never leave it. `/auth/verify` answers [`identity_values`].
 
-use std::sync::OnceLock;
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::Identity;
+use super::authn::{self, credential::Authenticated};
 use super::client::ClientInfo;
+use super::rendered::{Field, Rendered};
 use crate::config::ProxySection;
+use crate::vocab::Identity;
 
 /// A header name twice: for header maps, and as written on the wire upstream
 /// in the configured spelling (`X-Auth-User-Id`). pingora keeps the wire
@@ -125,35 +125,6 @@ impl IdentityHeaderNames {
     }
 }
 
-/// The identity header values of one [`Identity`] (without the assertion),
-/// rendered on first use into one buffer kept inside the cached identity, so
-/// a cache hit makes each value as a reference-counted slice of it instead
-/// of formatting UUIDs and joining roles (one allocation per identity, not
-/// one per header: the cache holds up to `cache.max_entries` of them). An identity is only ever rendered with
-/// the application's one [`IdentityHeaderNames`]. Ignored by `==` and
-/// `Hash`; a clone starts empty, so a changed copy (`mfa: true`) rebuilds.
-#[derive(Default)]
-pub struct Precomputed(OnceLock<Rendered>);
-
-struct Rendered {
-    buf: Bytes,
-    /// (header, start, end) of each value in `buf`.
-    spans: Box<[(Field, u32, u32)]>,
-}
-
-#[derive(Clone, Copy)]
-enum Field {
-    UserId,
-    TenantId,
-    Email,
-    Roles,
-    Permissions,
-    Method,
-    SessionId,
-    KeyId,
-    Mfa,
-}
-
 impl IdentityHeaderNames {
     fn name(&self, field: Field) -> &WireName {
         match field {
@@ -167,34 +138,6 @@ impl IdentityHeaderNames {
             Field::KeyId => &self.key_id,
             Field::Mfa => &self.mfa,
         }
-    }
-}
-
-impl Clone for Precomputed {
-    fn clone(&self) -> Self {
-        Precomputed::default()
-    }
-}
-
-impl PartialEq for Precomputed {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for Precomputed {}
-
-impl std::hash::Hash for Precomputed {
-    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
-}
-
-impl std::fmt::Debug for Precomputed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "Precomputed(built)"
-        } else {
-            "Precomputed(empty)"
-        })
     }
 }
 
@@ -213,7 +156,7 @@ fn value(s: &str) -> Option<HeaderValue> {
 /// signed assertion when there is one.
 pub fn identity_values(
     names: &IdentityHeaderNames,
-    id: &Identity,
+    id: &Authenticated,
     assertion: Option<&str>,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(11);
@@ -223,11 +166,11 @@ pub fn identity_values(
 
 fn for_each_identity_value(
     names: &IdentityHeaderNames,
-    id: &Identity,
+    id: &Authenticated,
     assertion: Option<&str>,
     mut out: impl FnMut(&WireName, HeaderValue),
 ) {
-    let rendered = id.upstream_headers.0.get_or_init(|| render(id));
+    let rendered = id.headers.get_or_render(|| render(&id.identity));
     for &(field, start, end) in rendered.spans.iter() {
         let slice = rendered.buf.slice(start as usize..end as usize);
         if let Ok(v) = HeaderValue::from_maybe_shared(slice) {
@@ -292,7 +235,7 @@ pub fn upstream_edits(
     cfg: &ProxySection,
     incoming: &HeaderMap,
     host: Option<&HeaderValue>,
-    identity: Option<&Identity>,
+    identity: Option<&Authenticated>,
     assertion: Option<&str>,
     request_id: &str,
     client: &ClientInfo,
@@ -304,7 +247,7 @@ pub fn upstream_edits(
     // only what is there: a removal costs two map look-ups in pingora
     for name in incoming.keys() {
         if names.is_identity_header(name.as_str())
-            || name == super::authn::API_KEY_HEADER
+            || name == authn::API_KEY_HEADER
             || (!client.peer_trusted && is_forwarding_header(name.as_str()))
         {
             edits.remove.push(name.clone());
@@ -312,7 +255,7 @@ pub fn upstream_edits(
     }
     if incoming.contains_key(http::header::AUTHORIZATION) {
         let bearer_api_key = !names.api_key_prefix.is_empty()
-            && super::authn::bearer_token(incoming)
+            && authn::bearer_token(incoming)
                 .is_some_and(|t| t.starts_with(names.api_key_prefix.as_str()));
         if !cfg.forward_authorization || bearer_api_key {
             edits.remove.push(http::header::AUTHORIZATION);
@@ -364,7 +307,7 @@ pub fn upstream_edits(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::CredentialKind;
+    use crate::vocab::CredentialKind;
 
     fn client(trusted: bool) -> ClientInfo {
         ClientInfo {
@@ -446,8 +389,8 @@ mod tests {
             session_id: Some(uuid::Uuid::nil()),
             key_id: None,
             mfa: false,
-            upstream_headers: Default::default(),
         };
+        let id = Authenticated::new(id);
         let e = upstream_edits(
             &names,
             &ProxySection::default(),
@@ -472,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn precomputed_headers_follow_a_changed_copy() {
+    fn rendered_headers_follow_a_changed_copy() {
         let names = IdentityHeaderNames::new("X-Auth-").unwrap();
         let id = Identity {
             user_id: uuid::Uuid::nil(),
@@ -484,24 +427,17 @@ mod tests {
             session_id: None,
             key_id: None,
             mfa: false,
-            upstream_headers: Default::default(),
         };
+        let id = Authenticated::new(id);
         let has_mfa = |v: &[(HeaderName, HeaderValue)]| v.iter().any(|(n, _)| n == "x-auth-mfa");
         let first = identity_values(&names, &id, None);
         assert_eq!(first, identity_values(&names, &id, None));
         assert!(!has_mfa(&first));
-        let stepped_up = Identity {
-            mfa: true,
-            ..id.clone()
-        };
-        assert_eq!(
-            stepped_up,
-            Identity {
-                mfa: true,
-                ..id.clone()
-            }
-        );
+        // a stepped-up copy is a new credential with its own rendering
+        let stepped_up = id.stepped_up();
+        assert!(stepped_up.identity.mfa && !id.identity.mfa);
         assert!(has_mfa(&identity_values(&names, &stepped_up, None)));
+        assert!(!has_mfa(&identity_values(&names, &id, None)));
         let with_assertion = identity_values(&names, &id, Some("a.b.c"));
         assert_eq!(with_assertion.len(), first.len() + 1);
         assert!(
@@ -532,8 +468,8 @@ mod tests {
             session_id: None,
             key_id: Some(kid),
             mfa: false,
-            upstream_headers: Default::default(),
         };
+        let id = Authenticated::new(id);
         // forward_authorization = true (the default) does not forward a key
         let e = upstream_edits(
             &names,

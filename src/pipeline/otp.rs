@@ -10,24 +10,45 @@ use http::HeaderMap;
 use moka::sync::Cache;
 use uuid::Uuid;
 
-use super::Identity;
-use crate::app::App;
+use crate::config::Config;
+use crate::crypto::seal::SecretBox;
 use crate::crypto::totp;
 use crate::error::Error;
-use crate::store::now;
+use crate::services::lockout::Lockout;
+use crate::store::Store;
+use crate::vocab::{Identity, now};
 
 pub const OTP_ALIAS: &str = "otp";
 
 pub struct OtpStepUp {
+    store: Arc<dyn Store>,
+    /// Opens the stored (possibly sealed) TOTP secrets.
+    secrets: Arc<SecretBox>,
+    /// A wrong code counts toward the account's lockout.
+    lockout: Arc<Lockout>,
+    /// `proxy.otp_header`.
+    header: String,
+    /// `mfa.skew_steps`.
+    skew: u8,
     /// user → the confirmed TOTP secret, or None when the user has no MFA.
     enrolled: Cache<Uuid, Option<Arc<Vec<u8>>>>,
     /// (user, code) → the time step it matched.
     verified: Cache<(Uuid, String), u64>,
 }
 
-impl Default for OtpStepUp {
-    fn default() -> Self {
+impl OtpStepUp {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        secrets: Arc<SecretBox>,
+        lockout: Arc<Lockout>,
+    ) -> Self {
         OtpStepUp {
+            store,
+            secrets,
+            lockout,
+            header: config.proxy.otp_header.clone(),
+            skew: config.mfa.skew_steps,
             enrolled: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
@@ -38,9 +59,7 @@ impl Default for OtpStepUp {
                 .build(),
         }
     }
-}
 
-impl OtpStepUp {
     /// Forgets every cached enrolment.
     pub fn flush(&self) {
         self.enrolled.invalidate_all();
@@ -51,13 +70,13 @@ impl OtpStepUp {
         self.enrolled.invalidate(&user_id);
     }
 
-    async fn secret(&self, app: &App, user_id: Uuid) -> Result<Option<Arc<Vec<u8>>>, Error> {
+    async fn secret(&self, user_id: Uuid) -> Result<Option<Arc<Vec<u8>>>, Error> {
         if let Some(s) = self.enrolled.get(&user_id) {
             return Ok(s);
         }
-        let secret = match app.store.mfa(user_id).await? {
+        let secret = match self.store.mfa(user_id).await? {
             Some(m) if m.confirmed => {
-                let bytes = app
+                let bytes = self
                     .secrets
                     .open(&m.secret, &user_id.to_string())
                     .map_err(|e| {
@@ -73,23 +92,18 @@ impl OtpStepUp {
     }
 
     /// Checks the step-up code of `identity`'s user.
-    pub async fn check(
-        &self,
-        app: &App,
-        identity: &Identity,
-        headers: &HeaderMap,
-    ) -> Result<(), Error> {
-        let Some(secret) = self.secret(app, identity.user_id).await? else {
+    pub async fn check(&self, identity: &Identity, headers: &HeaderMap) -> Result<(), Error> {
+        let Some(secret) = self.secret(identity.user_id).await? else {
             return Err(Error::MfaNotEnrolled);
         };
         let code = headers
-            .get(app.config.proxy.otp_header.as_str())
+            .get(self.header.as_str())
             .or_else(|| headers.get(OTP_ALIAS))
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .ok_or(Error::OtpRequired)?;
-        let skew = app.config.mfa.skew_steps;
+        let skew = self.skew;
         let at = now() as u64;
         let key = (identity.user_id, code.to_string());
         if let Some(step) = self.verified.get(&key)
@@ -103,12 +117,12 @@ impl OtpStepUp {
                 Ok(())
             }
             None => {
-                if let Some(user) = app
+                if let Some(user) = self
                     .store
                     .user_by_id(identity.tenant_id, identity.user_id)
                     .await?
                 {
-                    crate::auth::lockout::failure(app, None, &user).await?;
+                    self.lockout.failure(None, &user).await?;
                 }
                 Err(Error::InvalidOtp)
             }

@@ -33,9 +33,11 @@ use crate::app::{App, InFlight};
 use crate::error::Error as AuthError;
 use crate::http_types::AuthRequest;
 use crate::metrics;
+use crate::pipeline::authn::credential::Authenticated;
 use crate::pipeline::client::{self, ClientInfo};
 use crate::pipeline::edge::{self, CredentialHeaders};
-use crate::pipeline::{self, Identity, identity_headers, path};
+use crate::pipeline::{identity_headers, path};
+use crate::vocab::Identity;
 
 pub mod admin;
 mod respond;
@@ -69,7 +71,10 @@ pub struct RequestCtx {
     client: ClientInfo,
     /// The normalised path when it differs from what the client sent.
     rewritten_path: Option<String>,
-    identity: Option<Arc<Identity>>,
+    /// The verified credential of a proxied request.
+    who: Option<Arc<Authenticated>>,
+    /// Who an `/auth` request authenticated as (for the access log).
+    caller: Option<Arc<Identity>>,
     /// Status of a response the sidecar wrote itself.
     status: Option<u16>,
     upstream_start: Option<Instant>,
@@ -90,7 +95,10 @@ fn set_by_sidecar(app: &App, name: &http::HeaderName) -> bool {
     name == http::header::HOST
         || name == identity_headers::REQUEST_ID.name()
         || edge::folds_with_prefix(name.as_str(), "x-forwarded-")
-        || app.identity_headers.is_identity_header(name.as_str())
+        || app
+            .pipeline
+            .identity_headers
+            .is_identity_header(name.as_str())
 }
 
 impl Proxy {
@@ -201,7 +209,7 @@ impl Proxy {
         };
         let (response, label) = crate::auth::handle(&self.app, &req).await;
         ctx.route = RouteName::Static(label);
-        ctx.identity = req.caller.into_inner();
+        ctx.caller = req.caller.into_inner();
         respond::write(session, ctx, response).await
     }
 }
@@ -251,7 +259,8 @@ impl ProxyHttp for Proxy {
                 ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             },
             rewritten_path: None,
-            identity: None,
+            who: None,
+            caller: None,
             status: None,
             upstream_start: None,
             preread: None,
@@ -306,7 +315,7 @@ impl ProxyHttp for Proxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        ctx.client = client::client_info(&self.app.trusted_proxies, peer, &header.headers);
+        ctx.client = self.app.pipeline.client_info(peer, &header.headers);
         if let Err(e) = self.check_edge(session) {
             respond::error(session, ctx, e).await?;
             return Ok(true);
@@ -332,10 +341,10 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         let header = session.req_header();
-        let routes = self.app.routes();
+        let routes = self.app.pipeline.routes();
         let selection = routes.select_all(&header.method, &path);
         ctx.route = RouteName::Policy(selection.primary.name.clone());
-        let verdict = pipeline::check(&self.app, &selection, &header.headers).await;
+        let verdict = self.app.pipeline.check(&selection, &header.headers).await;
         // an absolute-form target goes upstream in origin form, its authority as Host
         let absolute = absolute_form_authority(header).is_some();
         let rewritten = (path != raw_path || absolute).then(|| path.into_owned());
@@ -344,8 +353,8 @@ impl ProxyHttp for Proxy {
             Err(e) => Err(e),
         };
         match verdict {
-            Ok(identity) => {
-                ctx.identity = identity;
+            Ok(who) => {
+                ctx.who = who;
                 ctx.rewritten_path = rewritten;
                 Ok(false)
             }
@@ -370,23 +379,16 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let assertion = ctx
-            .identity
-            .as_deref()
-            .and_then(|id| self.app.identity_assertion(id));
         let downstream = session.req_header();
         let absolute =
             absolute_form_authority(downstream).and_then(|a| http::HeaderValue::from_bytes(a).ok());
         let host = absolute
             .clone()
             .or_else(|| downstream.headers.get(http::header::HOST).cloned());
-        let edits = identity_headers::upstream_edits(
-            &self.app.identity_headers,
-            &self.app.config.proxy,
+        let edits = self.app.pipeline.upstream_edits(
             &downstream.headers,
             host.as_ref(),
-            ctx.identity.as_deref(),
-            assertion.as_deref(),
+            ctx.who.as_deref(),
             &ctx.request_id,
             &ctx.client,
         );
@@ -503,7 +505,11 @@ impl ProxyHttp for Proxy {
         let route = ctx.route.as_str();
         let elapsed = ctx.start.elapsed();
         metrics::observe_request(route, method, status, elapsed.as_secs_f64());
-        let identity = ctx.identity.as_deref();
+        let identity = ctx
+            .who
+            .as_deref()
+            .map(|w| &*w.identity)
+            .or(ctx.caller.as_deref());
         tracing::info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::config::{Config, DatabaseLocation};
+use crate::vocab::now;
 
 pub mod deadline;
 pub mod postgres;
@@ -564,14 +565,6 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, String> {
             Ok(Arc::new(deadline::Bounded::new(store, timeout)))
         }
     }
-}
-
-/// Current time in unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 // api keys

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::KeyRing;
-use crate::config::{Config, CredentialKind};
+use crate::config::Config;
 use crate::error::Error;
-use crate::pipeline::Identity;
+use crate::vocab::CredentialKind;
+use crate::vocab::Identity;
 
 /// `typ` of an assertion: never `at+jwt`, so it cannot pass as an access token.
 pub const ASSERTION_TYPE: &str = "JWT";
@@ -112,7 +113,7 @@ impl Assertions {
         if let Some(token) = self.signed.get(identity) {
             return Ok(token);
         }
-        let claims = AssertionClaims::new(config, identity, crate::store::now());
+        let claims = AssertionClaims::new(config, identity, crate::vocab::now());
         let token: Arc<str> = Arc::from(sign(keys, &claims)?);
         self.signed.insert(identity.clone(), token.clone());
         Ok(token)
@@ -143,7 +144,6 @@ mod tests {
             session_id: None,
             key_id: Some(Uuid::now_v7()),
             mfa: false,
-            upstream_headers: Default::default(),
         };
         let assertions = Assertions::new(10);
         let token = assertions.for_identity(&ring, &config, &identity).unwrap();

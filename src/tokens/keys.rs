@@ -17,7 +17,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, JwtAlgorithm, JwtSection};
-use crate::store::{SigningKeyRecord, Store, now};
+use crate::store::{SigningKeyRecord, Store};
+use crate::vocab::now;
 
 /// The key new tokens are signed with.
 pub struct Signer {

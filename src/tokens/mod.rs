@@ -106,7 +106,7 @@ pub async fn verify(keys: &KeyRing, cfg: &JwtSection, token: &str) -> Result<Acc
         .collect::<HashSet<_>>();
     match jsonwebtoken::decode::<AccessClaims>(token, &verifier.key, &validation) {
         // jsonwebtoken does not look at `iat`: a token from the future is not ours (SPEC §15)
-        Ok(data) if data.claims.iat > crate::store::now() + cfg.leeway_seconds as i64 => {
+        Ok(data) if data.claims.iat > crate::vocab::now() + cfg.leeway_seconds as i64 => {
             Err(Error::InvalidToken)
         }
         Ok(data) => Ok(data.claims),
@@ -161,7 +161,7 @@ mod tests {
             &user(),
             Uuid::new_v4(),
             &["pwd".into()],
-            crate::store::now(),
+            crate::vocab::now(),
         );
         let token = sign(&ring, &claims).unwrap();
         assert_eq!(verify(&ring, &config.jwt, &token).await.unwrap(), claims);
@@ -177,7 +177,7 @@ mod tests {
     #[tokio::test]
     async fn expired_beyond_leeway_is_token_expired() {
         let (_d, ring, config) = ring().await;
-        let at = crate::store::now() - 2000;
+        let at = crate::vocab::now() - 2000;
         let claims = AccessClaims::new(&config.jwt, &user(), Uuid::new_v4(), &[], at);
         let token = sign(&ring, &claims).unwrap();
         assert_eq!(
@@ -189,7 +189,7 @@ mod tests {
     #[tokio::test]
     async fn wrong_audience_and_future_nbf_are_invalid() {
         let (_d, ring, config) = ring().await;
-        let now = crate::store::now();
+        let now = crate::vocab::now();
         let mut claims = AccessClaims::new(&config.jwt, &user(), Uuid::new_v4(), &[], now);
         claims.aud = "someone-else".into();
         let token = sign(&ring, &claims).unwrap();
@@ -216,7 +216,7 @@ mod tests {
             &user(),
             Uuid::new_v4(),
             &[],
-            crate::store::now(),
+            crate::vocab::now(),
         );
         let kid = ring.current().signer.kid.clone();
         let payload = b64.encode(serde_json::to_vec(&claims).unwrap());

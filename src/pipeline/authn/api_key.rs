@@ -10,14 +10,13 @@ use std::time::Duration;
 use moka::sync::Cache;
 use uuid::Uuid;
 
-use super::{Digest, Verified, digest};
-use crate::config::CredentialKind;
+use super::credential::{Authenticated, Authenticator, Digest, Verified, digest};
 use crate::crypto::digest_hash;
 use crate::error::Error;
 use crate::metrics;
-use crate::pipeline::Identity;
 use crate::pipeline::authz::grants;
-use crate::store::{ApiKeyWithOwner, Store, StoreResult, UserStatus, now};
+use crate::store::{ApiKeyWithOwner, Store, StoreResult, UserStatus};
+use crate::vocab::{CredentialKind, Identity, now};
 
 /// Longer values are refused without a look-up (a key is 51 characters).
 const MAX_KEY_LEN: usize = 256;
@@ -27,6 +26,7 @@ const MAX_KEY_LEN: usize = 256;
 pub const USE_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct ApiKeyAuthenticator {
+    store: Arc<dyn Store>,
     /// Verified keys by SHA-256 (no encoding or allocation on a hit).
     verified: Cache<Digest, Verified>,
     /// Hashes found dead (unknown, revoked, expired, owner not active), so a
@@ -39,8 +39,10 @@ pub struct ApiKeyAuthenticator {
 }
 
 impl ApiKeyAuthenticator {
-    pub fn new(max_entries: u64, ttl: Duration) -> Self {
+    /// Caches of `max_entries` that keep an answer for `ttl` (`cache.*`).
+    pub fn new(store: Arc<dyn Store>, max_entries: u64, ttl: Duration) -> Self {
         ApiKeyAuthenticator {
+            store,
             verified: Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(ttl)
@@ -58,51 +60,35 @@ impl ApiKeyAuthenticator {
         }
     }
 
-    /// Verifies `key`: 401 `INVALID_API_KEY` unless it is live and its owner active.
-    pub async fn authenticate(&self, store: &dyn Store, key: &str) -> Result<Arc<Identity>, Error> {
-        self.authenticate_at(store, key, now()).await
-    }
-
-    async fn authenticate_at(
-        &self,
-        store: &dyn Store,
-        key: &str,
-        at: i64,
-    ) -> Result<Arc<Identity>, Error> {
+    async fn authenticate_at(&self, key: &str, at: i64) -> Result<Arc<Authenticated>, Error> {
         if key.len() > MAX_KEY_LEN {
             return Err(Error::InvalidApiKey);
         }
         let hash = digest(key);
-        if let Some(Verified {
-            identity,
-            expires_at,
-        }) = self.verified.get(&hash)
-        {
+        if let Some(Verified { who, expires_at }) = self.verified.get(&hash) {
             metrics::API_KEY_CACHE_HIT.inc();
-            let revoked = identity
-                .key_id
-                .is_some_and(|id| self.revoked.contains_key(&id));
+            let revoked = who.key_id.is_some_and(|id| self.revoked.contains_key(&id));
             if revoked || expires_at <= at {
                 self.verified.invalidate(&hash);
                 return Err(Error::InvalidApiKey);
             }
-            self.note_use(&identity, at);
-            return Ok(identity);
+            self.note_use(&who, at);
+            return Ok(who);
         }
         metrics::API_KEY_CACHE_MISS.inc();
         if self.rejected.contains_key(&hash) {
             return Err(Error::InvalidApiKey);
         }
-        let verified = match store.api_key_by_hash(&digest_hash(&hash)).await? {
+        let verified = match self.store.api_key_by_hash(&digest_hash(&hash)).await? {
             Some(found) if !self.revoked.contains_key(&found.key.id) => identity_of(&found, at),
             _ => Err(Error::InvalidApiKey),
         };
         match verified {
             Ok(verified) => {
-                let identity = verified.identity.clone();
+                let who = verified.who.clone();
                 self.verified.insert(hash, verified);
-                self.note_use(&identity, at);
-                Ok(identity)
+                self.note_use(&who, at);
+                Ok(who)
             }
             Err(e) => {
                 self.rejected.insert(hash, ());
@@ -116,7 +102,7 @@ impl ApiKeyAuthenticator {
         self.revoked.insert(key_id, ());
         let _ = self
             .verified
-            .invalidate_entries_if(move |_, v| v.identity.key_id == Some(key_id));
+            .invalidate_entries_if(move |_, v| v.who.key_id == Some(key_id));
     }
 
     /// Forgets every verified and rejected key: the next use re-reads the store.
@@ -130,7 +116,7 @@ impl ApiKeyAuthenticator {
     pub fn evict_owner(&self, user_id: Uuid) {
         let _ = self
             .verified
-            .invalidate_entries_if(move |_, v| v.identity.user_id == user_id);
+            .invalidate_entries_if(move |_, v| v.who.user_id == user_id);
     }
 
     fn note_use(&self, identity: &Identity, at: i64) {
@@ -145,7 +131,7 @@ impl ApiKeyAuthenticator {
     }
 
     /// Writes the noted uses in one batch; on failure they are kept for the next flush.
-    pub async fn flush_use(&self, store: &dyn Store) -> StoreResult<usize> {
+    pub async fn flush_use(&self) -> StoreResult<usize> {
         let uses: Vec<(Uuid, i64)> = match self.pending_use.lock() {
             Ok(mut pending) => pending.drain().collect(),
             Err(_) => return Ok(0),
@@ -154,7 +140,7 @@ impl ApiKeyAuthenticator {
         if n == 0 {
             return Ok(0);
         }
-        if let Err(e) = store.record_api_key_use(uses.clone()).await {
+        if let Err(e) = self.store.record_api_key_use(uses.clone()).await {
             if let Ok(mut pending) = self.pending_use.lock() {
                 for (id, at) in uses {
                     let slot = pending.entry(id).or_insert(at);
@@ -164,6 +150,15 @@ impl ApiKeyAuthenticator {
             return Err(e);
         }
         Ok(n)
+    }
+}
+
+impl Authenticator for ApiKeyAuthenticator {
+    const KIND: CredentialKind = CredentialKind::ApiKey;
+
+    /// Verifies `key`: 401 `INVALID_API_KEY` unless it is live and its owner active.
+    async fn authenticate(&self, key: &str) -> Result<Arc<Authenticated>, Error> {
+        self.authenticate_at(key, now()).await
     }
 }
 
@@ -188,10 +183,9 @@ pub fn identity_of(found: &ApiKeyWithOwner, at: i64) -> Result<Verified, Error> 
         session_id: None,
         key_id: Some(key.id),
         mfa: false,
-        upstream_headers: Default::default(),
     };
     Ok(Verified {
-        identity: Arc::new(identity),
+        who: Authenticated::new(identity),
         expires_at: key.expires_at.unwrap_or(i64::MAX),
     })
 }
@@ -294,7 +288,7 @@ mod tests {
     fn live_keys_speak_for_their_owner_with_the_key_id() {
         let f = found(UserStatus::Active, Some(2000), None);
         let verified = identity_of(&f, 1000).unwrap();
-        let id = &verified.identity;
+        let id = &verified.who;
         assert_eq!(id.method, CredentialKind::ApiKey);
         assert_eq!(id.key_id, Some(f.key.id));
         assert_eq!(id.session_id, None);
@@ -316,7 +310,7 @@ mod tests {
         ];
         for f in &cases {
             assert_eq!(
-                identity_of(f, 1000).map(|v| v.identity),
+                identity_of(f, 1000).map(|v| v.who.identity.clone()),
                 Err(Error::InvalidApiKey),
                 "{f:?}"
             );
@@ -325,9 +319,9 @@ mod tests {
 
     async fn store_with_key(
         expires_at: Option<i64>,
-    ) -> (tempfile::TempDir, SqliteStore, ApiKey, &'static str) {
+    ) -> (tempfile::TempDir, Arc<SqliteStore>, ApiKey, &'static str) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("k.db")).await.unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
         let t = store.ensure_tenant("default").await.unwrap();
         let u = store
             .create_user(NewUser {
@@ -364,8 +358,8 @@ mod tests {
     #[tokio::test]
     async fn a_cached_key_needs_no_store_and_eviction_takes_effect_at_once() {
         let (_d, store, k, key) = store_with_key(None).await;
-        let auth = ApiKeyAuthenticator::new(100, Duration::from_secs(60));
-        let id = auth.authenticate(&store, key).await.unwrap();
+        let auth = ApiKeyAuthenticator::new(store.clone(), 100, Duration::from_secs(60));
+        let id = auth.authenticate(key).await.unwrap();
         assert_eq!(id.key_id, Some(k.id));
         // revoked in the store behind the cache's back: the cached copy still answers
         assert!(
@@ -374,15 +368,15 @@ mod tests {
                 .await
                 .unwrap()
         );
-        assert!(auth.authenticate(&store, key).await.is_ok());
+        assert!(auth.authenticate(key).await.is_ok());
         auth.evict_key(k.id);
         assert_eq!(
-            auth.authenticate(&store, key).await,
-            Err(Error::InvalidApiKey)
+            auth.authenticate(key).await.err(),
+            Some(Error::InvalidApiKey)
         );
         assert_eq!(
-            auth.authenticate(&store, "sk_live_unknown").await,
-            Err(Error::InvalidApiKey)
+            auth.authenticate("sk_live_unknown").await.err(),
+            Some(Error::InvalidApiKey)
         );
     }
 
@@ -390,36 +384,37 @@ mod tests {
     async fn a_cached_key_past_its_expiry_is_refused_on_the_hit() {
         let at = now();
         let (_d, store, _k, key) = store_with_key(Some(at + 10)).await;
-        let auth = ApiKeyAuthenticator::new(100, Duration::from_secs(60));
-        assert!(auth.authenticate_at(&store, key, at).await.is_ok());
+        let auth = ApiKeyAuthenticator::new(store.clone(), 100, Duration::from_secs(60));
+        assert!(auth.authenticate_at(key, at).await.is_ok());
         assert_eq!(
-            auth.authenticate_at(&store, key, at + 10).await,
-            Err(Error::InvalidApiKey)
+            auth.authenticate_at(key, at + 10).await.err(),
+            Some(Error::InvalidApiKey)
         );
         // already expired when first seen
         let (_d2, store2, _k2, key2) = store_with_key(Some(at - 1)).await;
+        let auth2 = ApiKeyAuthenticator::new(store2, 100, Duration::from_secs(60));
         assert_eq!(
-            auth.authenticate(&store2, key2).await,
-            Err(Error::InvalidApiKey)
+            auth2.authenticate(key2).await.err(),
+            Some(Error::InvalidApiKey)
         );
     }
 
     #[tokio::test]
     async fn uses_are_noted_in_memory_and_flushed_in_one_batch() {
         let (_d, store, k, key) = store_with_key(None).await;
-        let auth = ApiKeyAuthenticator::new(100, Duration::from_secs(60));
+        let auth = ApiKeyAuthenticator::new(store.clone(), 100, Duration::from_secs(60));
         let at = now();
-        auth.authenticate_at(&store, key, at).await.unwrap();
-        auth.authenticate_at(&store, key, at + 1).await.unwrap();
+        auth.authenticate_at(key, at).await.unwrap();
+        auth.authenticate_at(key, at + 1).await.unwrap();
         assert_eq!(auth.pending_use(k.id), Some(at + 1));
         let listed = store
             .api_keys_of_user(k.tenant_id, k.user_id)
             .await
             .unwrap();
         assert_eq!(listed[0].last_used_at, None, "no store write per request");
-        assert_eq!(auth.flush_use(&store).await.unwrap(), 1);
+        assert_eq!(auth.flush_use().await.unwrap(), 1);
         assert_eq!(auth.pending_use(k.id), None);
-        assert_eq!(auth.flush_use(&store).await.unwrap(), 0);
+        assert_eq!(auth.flush_use().await.unwrap(), 0);
         let listed = store
             .api_keys_of_user(k.tenant_id, k.user_id)
             .await

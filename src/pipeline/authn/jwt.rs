@@ -10,31 +10,42 @@ use std::time::Duration;
 use moka::sync::Cache;
 use uuid::Uuid;
 
-use super::{Digest, Verified, digest};
-use crate::app::App;
-use crate::config::CredentialKind;
+use super::credential::{Authenticated, Authenticator, Digest, Verified, digest};
+use crate::config::{Config, JwtSection};
 use crate::error::Error;
 use crate::metrics;
-use crate::pipeline::Identity;
-use crate::store::now;
-use crate::tokens;
+use crate::store::Store;
+use crate::tokens::{self, KeyRing};
+use crate::vocab::{CredentialKind, Identity, now};
 
 pub struct JwtAuthenticator {
+    store: Arc<dyn Store>,
+    keys: Arc<KeyRing>,
+    cfg: JwtSection,
     /// Verified tokens by SHA-256: a collision-resistant key, so a forged
     /// token can never hit another token's entry, and 32 bytes instead of
     /// the whole token.
     verified: Cache<Digest, Verified>,
-    /// The identity last built for each session, shared by the session's
+    /// The credential last built for each session, shared by the session's
     /// cached tokens while their claims agree.
-    sessions: Cache<Uuid, Arc<Identity>>,
+    sessions: Cache<Uuid, Arc<Authenticated>>,
     /// Sessions revoked while their tokens may still be cached or alive.
     revoked: Cache<Uuid, ()>,
     leeway: i64,
 }
 
 impl JwtAuthenticator {
-    pub fn new(max_entries: u64, ttl: Duration, token_lifetime: Duration, leeway: u64) -> Self {
+    /// Caches sized and timed by `cache.*`; revoked sessions are remembered
+    /// as long as one of their tokens can live (`jwt.access_ttl_seconds` + leeway).
+    pub fn new(config: &Config, store: Arc<dyn Store>, keys: Arc<KeyRing>) -> Self {
+        let max_entries = config.cache.max_entries;
+        let ttl = Duration::from_secs(config.cache.ttl_seconds);
+        let token_lifetime = Duration::from_secs(config.jwt.access_ttl_seconds);
+        let leeway = config.jwt.leeway_seconds;
         JwtAuthenticator {
+            store,
+            keys,
+            cfg: config.jwt.clone(),
             verified: Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(ttl)
@@ -51,32 +62,28 @@ impl JwtAuthenticator {
         }
     }
 
-    pub async fn authenticate(&self, app: &App, token: &str) -> Result<Arc<Identity>, Error> {
+    async fn verify(&self, token: &str) -> Result<Arc<Authenticated>, Error> {
         let key = digest(token);
-        if let Some(Verified {
-            identity,
-            expires_at,
-        }) = self.verified.get(&key)
-        {
+        if let Some(Verified { who, expires_at }) = self.verified.get(&key) {
             metrics::JWT_CACHE_HIT.inc();
             if expires_at + self.leeway < now() {
                 self.verified.invalidate(&key);
                 return Err(Error::TokenExpired);
             }
-            if identity
+            if who
                 .session_id
                 .is_some_and(|sid| self.revoked.contains_key(&sid))
             {
                 return Err(Error::TokenRevoked);
             }
-            return Ok(identity);
+            return Ok(who);
         }
         metrics::JWT_CACHE_MISS.inc();
-        let claims = tokens::verify(&app.keys, &app.config.jwt, token).await?;
+        let claims = tokens::verify(&self.keys, &self.cfg, token).await?;
         if self.revoked.contains_key(&claims.sid) {
             return Err(Error::TokenRevoked);
         }
-        match app.store.session(claims.sid).await? {
+        match self.store.session(claims.sid).await? {
             Some(s) if s.revoked_at.is_none() && s.user_id == claims.sub => {}
             _ => {
                 self.revoked.insert(claims.sid, ());
@@ -93,12 +100,11 @@ impl JwtAuthenticator {
             session_id: Some(claims.sid),
             key_id: None,
             mfa: claims.amr.iter().any(|m| m == "otp"),
-            upstream_headers: Default::default(),
         };
-        let identity = match self.sessions.get(&claims.sid) {
-            Some(shared) if *shared == identity => shared,
+        let who = match self.sessions.get(&claims.sid) {
+            Some(shared) if *shared.identity == identity => shared,
             _ => {
-                let fresh = Arc::new(identity);
+                let fresh = Authenticated::new(identity);
                 self.sessions.insert(claims.sid, fresh.clone());
                 fresh
             }
@@ -106,11 +112,11 @@ impl JwtAuthenticator {
         self.verified.insert(
             key,
             Verified {
-                identity: identity.clone(),
+                who: who.clone(),
                 expires_at: claims.exp,
             },
         );
-        Ok(identity)
+        Ok(who)
     }
 
     /// Forgets every verified token (the revoked sessions stay known), so
@@ -128,27 +134,40 @@ impl JwtAuthenticator {
     }
 }
 
+impl Authenticator for JwtAuthenticator {
+    const KIND: CredentialKind = CredentialKind::Jwt;
+
+    async fn authenticate(&self, token: &str) -> Result<Arc<Authenticated>, Error> {
+        self.verify(token).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::store::NewSession;
+    use crate::store::sqlite::SqliteStore;
     use crate::store::tests::new_user;
     use crate::tokens::AccessClaims;
 
-    /// An app on a fresh SQLite file, and the claims of a live session in it.
-    async fn app_with_session(dir: &std::path::Path) -> (Arc<App>, AccessClaims) {
-        let mut config = Config::default();
-        config.database.url = format!("sqlite://{}", dir.join("jwt.db").display());
-        let app = App::init(config, false).await.unwrap();
-        let tenant = app.store.ensure_tenant("default").await.unwrap();
-        let user = app
-            .store
+    /// What a test of the cache needs: the authenticator on a fresh SQLite
+    /// store, its key ring, and the claims of a live session.
+    struct Fixture {
+        jwt: JwtAuthenticator,
+        keys: Arc<KeyRing>,
+        claims: AccessClaims,
+    }
+
+    async fn with_session(dir: &std::path::Path) -> Fixture {
+        let config = Config::default();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("jwt.db")).await.unwrap());
+        let keys = Arc::new(KeyRing::load(&config, store.clone()).await.unwrap());
+        let tenant = store.ensure_tenant("default").await.unwrap();
+        let user = store
             .create_user(new_user(tenant.id, "cache@example.com"))
             .await
             .unwrap();
-        let session = app
-            .store
+        let session = store
             .create_session(NewSession {
                 id: Uuid::now_v7(),
                 tenant_id: tenant.id,
@@ -163,8 +182,8 @@ mod tests {
             .unwrap();
         let at = now();
         let claims = AccessClaims {
-            iss: app.config.jwt.issuer.clone(),
-            aud: app.config.jwt.audience.clone(),
+            iss: config.jwt.issuer.clone(),
+            aud: config.jwt.audience.clone(),
             sub: user.id,
             tid: tenant.id,
             sid: session.id,
@@ -177,16 +196,20 @@ mod tests {
             perms: user.permissions.clone(),
             amr: vec!["pwd".into()],
         };
-        (app, claims)
+        Fixture {
+            jwt: JwtAuthenticator::new(&config, store, keys.clone()),
+            keys,
+            claims,
+        }
     }
 
     #[tokio::test]
     async fn tokens_of_one_session_share_one_cached_identity() {
         let dir = tempfile::tempdir().unwrap();
-        let (app, claims) = app_with_session(dir.path()).await;
-        let first = tokens::sign(&app.keys, &claims).unwrap();
+        let Fixture { jwt, keys, claims } = with_session(dir.path()).await;
+        let first = tokens::sign(&keys, &claims).unwrap();
         let second = tokens::sign(
-            &app.keys,
+            &keys,
             &AccessClaims {
                 jti: Uuid::new_v4(),
                 exp: claims.exp + 1,
@@ -194,16 +217,16 @@ mod tests {
             },
         )
         .unwrap();
-        let a = app.jwt.authenticate(&app, &first).await.unwrap();
-        let b = app.jwt.authenticate(&app, &second).await.unwrap();
+        let a = jwt.authenticate(&first).await.unwrap();
+        let b = jwt.authenticate(&second).await.unwrap();
         assert!(Arc::ptr_eq(&a, &b), "one identity per session");
         // a hit answers the same shared identity
-        let hit = app.jwt.authenticate(&app, &second).await.unwrap();
+        let hit = jwt.authenticate(&second).await.unwrap();
         assert!(Arc::ptr_eq(&a, &hit));
 
         // claims that differ (roles changed at a refresh) get their own identity
         let promoted = tokens::sign(
-            &app.keys,
+            &keys,
             &AccessClaims {
                 jti: Uuid::new_v4(),
                 roles: vec!["member".into(), "admin".into()],
@@ -211,10 +234,10 @@ mod tests {
             },
         )
         .unwrap();
-        let c = app.jwt.authenticate(&app, &promoted).await.unwrap();
+        let c = jwt.authenticate(&promoted).await.unwrap();
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(c.roles, ["member", "admin"]);
-        let again = app.jwt.authenticate(&app, &first).await.unwrap();
+        let again = jwt.authenticate(&first).await.unwrap();
         assert_eq!(
             again.roles,
             ["member"],
@@ -225,11 +248,11 @@ mod tests {
     #[tokio::test]
     async fn a_cached_tokens_signature_does_not_vouch_for_other_claims() {
         let dir = tempfile::tempdir().unwrap();
-        let (app, claims) = app_with_session(dir.path()).await;
-        let token = tokens::sign(&app.keys, &claims).unwrap();
-        app.jwt.authenticate(&app, &token).await.unwrap();
+        let Fixture { jwt, keys, claims } = with_session(dir.path()).await;
+        let token = tokens::sign(&keys, &claims).unwrap();
+        jwt.authenticate(&token).await.unwrap();
         let admin = tokens::sign(
-            &app.keys,
+            &keys,
             &AccessClaims {
                 roles: vec!["admin".into()],
                 ..claims.clone()
@@ -241,23 +264,23 @@ mod tests {
         parts[1] = admin.split('.').nth(1).unwrap();
         let forged = parts.join(".");
         assert_eq!(
-            app.jwt.authenticate(&app, &forged).await,
-            Err(Error::InvalidToken)
+            jwt.authenticate(&forged).await.err(),
+            Some(Error::InvalidToken)
         );
         // and the cached token still works
-        assert!(app.jwt.authenticate(&app, &token).await.is_ok());
+        assert!(jwt.authenticate(&token).await.is_ok());
     }
 
     #[tokio::test]
     async fn revoking_the_session_kills_its_cached_tokens_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let (app, claims) = app_with_session(dir.path()).await;
-        let token = tokens::sign(&app.keys, &claims).unwrap();
-        app.jwt.authenticate(&app, &token).await.unwrap();
-        app.jwt.revoke_sessions(&[claims.sid]);
+        let Fixture { jwt, keys, claims } = with_session(dir.path()).await;
+        let token = tokens::sign(&keys, &claims).unwrap();
+        jwt.authenticate(&token).await.unwrap();
+        jwt.revoke_sessions(&[claims.sid]);
         assert_eq!(
-            app.jwt.authenticate(&app, &token).await,
-            Err(Error::TokenRevoked)
+            jwt.authenticate(&token).await.err(),
+            Some(Error::TokenRevoked)
         );
     }
 }

@@ -1,30 +1,69 @@
 //! Authenticators: find the credential a request presents (a JWT, or an API
-//! key in `X-API-Key` / `Authorization: Bearer <key prefix>…`) and verify it.
-//! "Nothing presented" is its own outcome (`Ok(None)`), distinct from a
-//! presented credential that is bad (`Err`), as in Oathkeeper.
+//! key in `X-API-Key` / `Authorization: Bearer <key prefix>…`) and verify it
+//! with the [`Authenticator`] of its kind. "Nothing presented" is its own
+//! outcome (`Ok(None)`), distinct from a presented credential that is bad
+//! (`Err`), as in Oathkeeper. Each authenticator gets its store, keys and
+//! caches when it is built; none sees the application.
 
 use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::Identity;
-use crate::app::App;
-use crate::config::CredentialKind;
 use crate::error::Error;
+use crate::vocab::CredentialKind;
 
 pub mod api_key;
+pub mod credential;
 pub mod jwt;
 
-/// The key of the credential caches: the SHA-256 of the presented credential.
-pub type Digest = [u8; 32];
-pub use crate::crypto::token_digest as digest;
+use api_key::ApiKeyAuthenticator;
+use credential::{Authenticated, Authenticator};
+use jwt::JwtAuthenticator;
 
-/// A cached verified credential: who it speaks for (shared between the
-/// credentials of one session) and when this credential dies (Unix seconds).
-#[derive(Debug, Clone)]
-pub struct Verified {
-    pub identity: Arc<Identity>,
-    pub expires_at: i64,
+/// The authenticators of every credential kind, chosen by what a request presents.
+pub struct Authenticators {
+    pub jwt: Arc<JwtAuthenticator>,
+    pub api_keys: Arc<ApiKeyAuthenticator>,
+    /// `api_keys.prefix`: a bearer token starting with it is an API key.
+    pub api_key_prefix: String,
+}
+
+impl Authenticators {
+    /// What the request presents (see [`presented`]).
+    pub fn presented<'h>(&self, headers: &'h HeaderMap) -> Presented<'h> {
+        presented(headers, &self.api_key_prefix)
+    }
+
+    /// Verifies what was presented; `Ok(None)` when nothing was.
+    pub async fn authenticate(
+        &self,
+        presented: &Presented<'_>,
+    ) -> Result<Option<Arc<Authenticated>>, Error> {
+        match presented {
+            Presented::Nothing => Ok(None),
+            Presented::Bearer(token) => self.jwt.authenticate(token).await.map(Some),
+            Presented::ApiKey(key) => self.api_keys.authenticate(key).await.map(Some),
+        }
+    }
+
+    /// Any valid credential, JWT or API key (`GET /auth/me`): 401
+    /// `UNAUTHENTICATED` without one.
+    pub async fn require_any(&self, headers: &HeaderMap) -> Result<Arc<Authenticated>, Error> {
+        self.authenticate(&self.presented(headers))
+            .await?
+            .ok_or(Error::Unauthenticated)
+    }
+
+    /// The JWT session a Bearer `/auth` route needs: 401 without a credential
+    /// or for a bad one, 403 `FORBIDDEN` for a valid API key (keys cannot
+    /// manage keys, passwords, sessions or MFA; SPEC §14).
+    pub async fn require_session(&self, headers: &HeaderMap) -> Result<Arc<Authenticated>, Error> {
+        let who = self.require_any(headers).await?;
+        if who.method != CredentialKind::Jwt {
+            return Err(Error::Forbidden);
+        }
+        Ok(who)
+    }
 }
 
 /// The header an API key may come in (the other way is `Authorization: Bearer`).
@@ -80,40 +119,6 @@ pub fn presented<'h>(headers: &'h HeaderMap, api_key_prefix: &str) -> Presented<
         Some(key) => Presented::ApiKey(key),
         None => Presented::Nothing,
     }
-}
-
-/// Verifies what was presented; `Ok(None)` when nothing was.
-pub async fn authenticate(
-    app: &App,
-    presented: &Presented<'_>,
-) -> Result<Option<Arc<Identity>>, Error> {
-    match presented {
-        Presented::Nothing => Ok(None),
-        Presented::Bearer(token) => app.jwt.authenticate(app, token).await.map(Some),
-        Presented::ApiKey(key) => app
-            .api_keys
-            .authenticate(app.store.as_ref(), key)
-            .await
-            .map(Some),
-    }
-}
-
-/// The JWT session a Bearer `/auth` route needs: 401 `UNAUTHENTICATED` without
-/// a credential, 401 for a bad one, 403 `FORBIDDEN` for a valid API key
-/// (keys cannot manage keys, passwords, sessions or MFA; SPEC §14).
-pub async fn require(app: &App, headers: &HeaderMap) -> Result<Arc<Identity>, Error> {
-    let identity = require_any(app, headers).await?;
-    if identity.method != CredentialKind::Jwt {
-        return Err(Error::Forbidden);
-    }
-    Ok(identity)
-}
-
-/// Any valid credential, JWT or API key (`GET /auth/me`).
-pub async fn require_any(app: &App, headers: &HeaderMap) -> Result<Arc<Identity>, Error> {
-    authenticate(app, &presented(headers, &app.config.api_keys.prefix))
-        .await?
-        .ok_or(Error::Unauthenticated)
 }
 
 #[cfg(test)]

@@ -1,0 +1,8 @@
+//! Domain services below the request paths: the audit trail ([`audit`]),
+//! account lockout ([`lockout`]) and the in-memory rate limits
+//! ([`rate_limit`]). Both the `/auth` handlers and the proxy's step-up call
+//! them; they know the store and the config, never a request path.
+
+pub mod audit;
+pub mod lockout;
+pub mod rate_limit;
