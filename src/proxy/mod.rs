@@ -9,7 +9,7 @@
 //!        ├───────── normalise path (400) ─┬─ /auth/**           → auth::handle   → respond
 //!        │                                 ├─ /.well-known/jwks → respond
 //!        │                                 └─ else: route policies of every reading of the path
-//!        │                                          → pipeline::check (401/403 → respond)
+//!        │                                          → Pipeline::check (401/403 → respond)
 //!        │                                          → chunked body: first 64 KiB read and checked here (malformed → 400)
 //!  upstream_peer ────────── the prebuilt peer (resolved once at start)
 //!  upstream_request_filter ─ identity_headers::upstream_edits (strip, set, assertion, X-Forwarded-*)

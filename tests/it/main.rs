@@ -23,6 +23,7 @@ mod durability;
 mod edge;
 mod failures;
 mod input;
+mod layers;
 mod mfa;
 mod nginx_forward_auth;
 mod proxy;
