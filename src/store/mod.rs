@@ -1,6 +1,7 @@
-//! Persistence: the [`Store`] trait every backend implements, the records it
-//! speaks in, and [`open`] which picks the backend from `database.url`.
-//! Only this folder speaks SQL; callers see typed records and outcomes.
+//! Persistence: the [`Store`] trait, the records it speaks in, and [`open`]
+//! which picks the backend from `database.url`. Only this folder speaks SQL:
+//! [`sql`] implements the trait once (statements and [`rules`]) over the
+//! [`sqlite`] and [`postgres`] backends; callers see typed records and outcomes.
 
 use std::sync::Arc;
 
