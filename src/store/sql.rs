@@ -1528,3 +1528,49 @@ impl<B: Backend> Store for SqlStore<B> {
         self.backend.after_deadline()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_read_both_backends_spellings() {
+        let id = Uuid::now_v7();
+        let r = Row(vec![
+            Value::Int(1),
+            Value::Bool(false),
+            Value::from(id),
+            Value::Null,
+            Value::Text("x".into()),
+        ]);
+        // SQLite keeps booleans as integers, PostgreSQL as booleans
+        assert!(r.get::<bool>(0).unwrap());
+        assert!(!r.get::<bool>(1).unwrap());
+        assert_eq!(r.get::<Uuid>(2).unwrap(), id);
+        assert_eq!(r.get::<Option<i64>>(3).unwrap(), None);
+        assert_eq!(r.get::<Option<String>>(4).unwrap().as_deref(), Some("x"));
+        assert!(r.get::<i64>(4).is_err());
+        assert!(r.get::<Uuid>(4).is_err());
+        assert!(r.get::<i64>(9).is_err());
+        assert_eq!(Value::from(None::<String>), Value::Null);
+    }
+
+    #[test]
+    fn the_user_filter_numbers_its_parameters_after_the_tenant() {
+        let tenant = Uuid::now_v7();
+        let q = UserQuery {
+            q: Some("50%_a\\".into()),
+            status: Some("locked".into()),
+            page: 2,
+            limit: 10,
+        };
+        let (clause, args) = user_filter(&q, tenant);
+        assert!(clause.starts_with("tenant_id = $1 AND (email LIKE $2 ESCAPE"));
+        assert!(clause.ends_with("locked_until > $3"), "{clause}");
+        assert_eq!(args[0], Value::from(tenant));
+        assert_eq!(args[1], Value::Text("%50\\%\\_a\\\\%".into()));
+        assert!(matches!(args[2], Value::Int(_)));
+        let (clause, args) = user_filter(&UserQuery::default(), tenant);
+        assert_eq!((clause.as_str(), args.len()), ("tenant_id = $1", 1));
+    }
+}
