@@ -1,6 +1,7 @@
-//! Persistence: the [`Store`] trait every backend implements, the records it
-//! speaks in, and [`open`] which picks the backend from `database.url`.
-//! Only this folder speaks SQL; callers see typed records and outcomes.
+//! Persistence: the [`Store`] trait, the records it speaks in, and [`open`]
+//! which picks the backend from `database.url`. Only this folder speaks SQL:
+//! [`sql`] implements the trait once (statements and [`rules`]) over the
+//! [`sqlite`] and [`postgres`] backends; callers see typed records and outcomes.
 
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ use crate::vocab::now;
 
 pub mod deadline;
 pub mod postgres;
+pub mod rules;
+pub mod sql;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -236,45 +239,6 @@ pub struct UserQuery {
 }
 
 impl UserQuery {
-    /// The SQL condition on `users` (after the tenant) and its text
-    /// arguments; `placeholder(n)` spells the n-th (1-based) parameter of the
-    /// backend (`?n` or `$n`). The tenant id is parameter 1.
-    pub fn filter(
-        &self,
-        tenant_id: Uuid,
-        placeholder: fn(usize) -> String,
-    ) -> (String, Vec<String>) {
-        let mut clause = format!("tenant_id = {}", placeholder(1));
-        let mut args = vec![tenant_id.to_string()];
-        if let Some(q) = self.q.as_deref().filter(|q| !q.is_empty()) {
-            args.push(format!(
-                "%{}%",
-                q.to_lowercase()
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            ));
-            let p = placeholder(args.len());
-            clause.push_str(&format!(
-                " AND (email LIKE {p} ESCAPE '\\' OR lower(coalesce(first_name, '')) LIKE {p} ESCAPE '\\'
-                      OR lower(coalesce(family_name, '')) LIKE {p} ESCAPE '\\'
-                      OR lower(coalesce(name, '')) LIKE {p} ESCAPE '\\')"
-            ));
-        }
-        let at = now();
-        match self.status.as_deref() {
-            Some("active") => clause.push_str(&format!(
-                " AND status = 'active' AND (locked_until IS NULL OR locked_until <= {at})"
-            )),
-            Some("disabled") => clause.push_str(" AND status = 'disabled'"),
-            Some("locked") => {
-                clause.push_str(&format!(" AND status = 'active' AND locked_until > {at}"))
-            }
-            _ => {}
-        }
-        (clause, args)
-    }
-
     /// Rows to skip for the page.
     pub fn offset(&self) -> i64 {
         (self.page.max(1) as i64 - 1) * self.limit as i64
@@ -521,7 +485,7 @@ pub trait Store: Send + Sync + 'static {
     /// (a single process has nobody to hear from).
     async fn listen(&self, _events: tokio::sync::mpsc::UnboundedSender<StoreEvent>) {}
 
-    /// A call was abandoned at its deadline ([`deadline::Bounded`]): drop the
+    /// A call was abandoned at its deadline ([`deadline::bounded`]): drop the
     /// connections that may be stuck (a network partition leaves them open
     /// and silent) so the next call opens a fresh one. The default does
     /// nothing.
@@ -558,11 +522,11 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, String> {
             Ok(Arc::new(store))
         }
         DatabaseLocation::Postgres(url) => {
-            let timeout = config.database.timeout();
-            let store = postgres::PgStore::open_with_timeout(&url, timeout)
+            // bounds each call as a whole (connection wait and query together)
+            let store = postgres::PgStore::open_with_timeout(&url, config.database.timeout())
                 .await
                 .map_err(|e| format!("cannot open PostgreSQL database: {e}"))?;
-            Ok(Arc::new(deadline::Bounded::new(store, timeout)))
+            Ok(Arc::new(store))
         }
     }
 }

