@@ -365,12 +365,26 @@ pub async fn verify(
     let result = verify_inner(app, req, body).await;
     let outcome = match &result {
         Ok(_) => "mfa_success",
-        Err(Error::InvalidMfaCode) => "mfa_invalid_code",
-        Err(Error::AccountLocked { .. }) => "locked",
-        Err(_) => "mfa_error",
+        Err(e) => verify_failure(e),
     };
     metrics::LOGINS.with_label_values(&[outcome]).inc();
     result.map(Reply::ok)
+}
+
+/// The `portcullis_logins_total` outcome of a second step that failed.
+fn verify_failure(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidMfaCode => "mfa_invalid_code",
+        Error::AccountLocked { .. } => "locked",
+        _ => "mfa_error",
+    }
+}
+
+/// Counts a second step the route table refused before [`verify`] ran (body).
+pub fn verify_refused(e: &Error) {
+    metrics::LOGINS
+        .with_label_values(&[verify_failure(e)])
+        .inc();
 }
 
 async fn verify_inner(

@@ -29,6 +29,10 @@ pub const UNKNOWN_LABEL: &str = "auth_unknown";
 /// What a route answers, boxed so that every handler fits one table.
 pub type Answer<'a> = Pin<Box<dyn Future<Output = Result<HttpResponse, Error>> + Send + 'a>>;
 
+/// A handler about to run, or the error that refused the request before it
+/// could (the body).
+pub type Admitted<'a> = Result<Answer<'a>, Error>;
+
 /// The request as the table hands it to a route's handler.
 pub struct Call<'a> {
     pub app: &'a Arc<App>,
@@ -88,15 +92,15 @@ impl Verb {
 #[derive(Clone, Copy)]
 pub enum Handler {
     /// Anyone; no credential is looked at.
-    Anyone(for<'a> fn(&'a Call<'a>) -> Answer<'a>),
+    Anyone(for<'a> fn(&'a Call<'a>) -> Admitted<'a>),
     /// Anyone, in the tenant the request names (`X-Tenant-ID`, else the default).
-    InTenant(for<'a> fn(&'a Call<'a>, Tenant) -> Answer<'a>),
+    InTenant(for<'a> fn(&'a Call<'a>, Tenant) -> Admitted<'a>),
     /// A JWT session (the account routes take no API key).
-    Session(for<'a> fn(&'a Call<'a>, Arc<Identity>) -> Answer<'a>),
+    Session(for<'a> fn(&'a Call<'a>, Arc<Identity>) -> Admitted<'a>),
     /// A JWT session; an `X-Tenant-ID` must name its tenant.
-    SessionInTenant(for<'a> fn(&'a Call<'a>, Arc<Identity>) -> Answer<'a>),
+    SessionInTenant(for<'a> fn(&'a Call<'a>, Arc<Identity>) -> Admitted<'a>),
     /// A JWT or an API key; an `X-Tenant-ID` must name its tenant.
-    AnyInTenant(for<'a> fn(&'a Call<'a>, Arc<Identity>) -> Answer<'a>),
+    AnyInTenant(for<'a> fn(&'a Call<'a>, Arc<Identity>) -> Admitted<'a>),
 }
 
 impl Handler {
@@ -123,6 +127,9 @@ pub struct Route {
     /// The permission the caller's token must grant (the admin API).
     pub permission: Option<&'static str>,
     pub handler: Handler,
+    /// Counts a request refused before the handler ran (tenant, body) in
+    /// the metric the handler keeps (`portcullis_logins_total`, …).
+    pub refused: Option<fn(&Error)>,
 }
 
 impl Route {
@@ -134,6 +141,7 @@ impl Route {
             public: false,
             permission: None,
             handler,
+            refused: None,
         }
     }
 
@@ -147,6 +155,11 @@ impl Route {
         self
     }
 
+    const fn refused(mut self, count: fn(&Error)) -> Self {
+        self.refused = Some(count);
+        self
+    }
+
     /// The `openapi.json` operation of the route: path and method.
     pub fn operation(&self) -> (String, &'static str) {
         let below = match self.path.find("/{*") {
@@ -156,30 +169,44 @@ impl Route {
         (format!("/auth{below}"), self.verb.documented_as())
     }
 
-    /// Runs the route: the caller (and its permission), then the handler.
+    /// Runs the route: the caller (and its permission) or the tenant, the
+    /// body, then the handler.
     async fn run(&self, c: &Call<'_>) -> Result<HttpResponse, Error> {
+        match self.admit(c).await {
+            Ok(answer) => answer.await,
+            Err(e) => {
+                if let Some(count) = self.refused {
+                    count(&e);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Everything before the handler: who calls, and the body.
+    async fn admit<'a>(&self, c: &'a Call<'a>) -> Admitted<'a> {
         match self.handler {
-            Handler::Anyone(f) => f(c).await,
+            Handler::Anyone(f) => f(c),
             Handler::InTenant(f) => {
                 let tenant = c.app.tenants.resolve(c.req.header(TENANT_HEADER)).await?;
-                f(c, tenant).await
+                f(c, tenant)
             }
             Handler::Session(f) => {
                 let who = session(c).await?;
                 self.authorize(&who)?;
-                f(c, who).await
+                f(c, who)
             }
             Handler::SessionInTenant(f) => {
                 let who = session(c).await?;
                 in_tenant(c, &who).await?;
                 self.authorize(&who)?;
-                f(c, who).await
+                f(c, who)
             }
             Handler::AnyInTenant(f) => {
                 let who = any_credential(c).await?;
                 in_tenant(c, &who).await?;
                 self.authorize(&who)?;
-                f(c, who).await
+                f(c, who)
             }
         }
     }
@@ -209,14 +236,16 @@ pub static ROUTES: &[Route] = &[
         "auth_login",
         Handler::InTenant(|c, t| json_as(c, t, session::login)),
     )
-    .public(),
+    .public()
+    .refused(session::login_refused),
     Route::new(
         Verb::Post,
         "/refresh",
         "auth_refresh",
         Handler::Anyone(|c| json(c, session::refresh)),
     )
-    .public(),
+    .public()
+    .refused(session::refresh_refused),
     Route::new(
         Verb::Post,
         "/logout",
@@ -279,7 +308,8 @@ pub static ROUTES: &[Route] = &[
         "auth_mfa_verify",
         Handler::Anyone(|c| json(c, mfa::verify)),
     )
-    .public(),
+    .public()
+    .refused(mfa::verify_refused),
     // single-use tokens (src/auth/account.rs)
     Route::new(
         Verb::Post,
@@ -340,7 +370,7 @@ pub static ROUTES: &[Route] = &[
         Verb::GetOrHead,
         "/openapi.json",
         "auth_openapi",
-        Handler::Anyone(|_| Box::pin(async { Ok(openapi::response()) })),
+        Handler::Anyone(|_| Ok(Box::pin(async { Ok(openapi::response()) }))),
     ),
     // the admin API (src/auth/admin.rs)
     Route::new(
@@ -471,7 +501,7 @@ fn matches<'p>(pattern: &str, path: &'p str) -> Option<&'p str> {
 
 /// The rows whose pattern matches `path` (trailing slashes do not count),
 /// each with its index and the `{…}` segment.
-fn rows(path: &str) -> impl Iterator<Item = (usize, &Route, &str)> + Clone {
+fn rows(path: &str) -> impl Iterator<Item = (usize, &'static Route, &str)> + Clone {
     let path = path.trim_end_matches('/');
     ROUTES
         .iter()
@@ -540,7 +570,7 @@ async fn in_tenant(c: &Call<'_>, who: &Identity) -> Result<(), Error> {
 fn json<'a, A, B, R, Fut>(
     c: &'a Call<'a>,
     handler: fn(&'a A, &'a AuthRequest, B) -> Fut,
-) -> Answer<'a>
+) -> Admitted<'a>
 where
     A: ?Sized + 'a,
     Arc<App>: Borrow<A>,
@@ -548,10 +578,8 @@ where
     R: Serialize,
     Fut: Future<Output = Result<Reply<R>, Error>> + Send + 'a,
 {
-    match parse_body(c.req) {
-        Ok(body) => rendered(handler(c.app.borrow(), c.req, body)),
-        Err(e) => Box::pin(std::future::ready(Err(e))),
-    }
+    let body = parse_body(c.req)?;
+    Ok(rendered(handler(c.app.borrow(), c.req, body)))
 }
 
 /// `handler(app, req, who, body)`: `who` is the caller or the tenant.
@@ -559,7 +587,7 @@ fn json_as<'a, A, W, B, R, Fut>(
     c: &'a Call<'a>,
     who: W,
     handler: fn(&'a A, &'a AuthRequest, W, B) -> Fut,
-) -> Answer<'a>
+) -> Admitted<'a>
 where
     A: ?Sized + 'a,
     Arc<App>: Borrow<A>,
@@ -567,19 +595,17 @@ where
     R: Serialize,
     Fut: Future<Output = Result<Reply<R>, Error>> + Send + 'a,
 {
-    match parse_body(c.req) {
-        Ok(body) => rendered(handler(c.app.borrow(), c.req, who, body)),
-        Err(e) => Box::pin(std::future::ready(Err(e))),
-    }
+    let body = parse_body(c.req)?;
+    Ok(rendered(handler(c.app.borrow(), c.req, who, body)))
 }
 
 /// `handler(app, req)`: no body is read.
-fn bare<'a, R, Fut>(c: &'a Call<'a>, handler: fn(&'a App, &'a AuthRequest) -> Fut) -> Answer<'a>
+fn bare<'a, R, Fut>(c: &'a Call<'a>, handler: fn(&'a App, &'a AuthRequest) -> Fut) -> Admitted<'a>
 where
     R: Serialize,
     Fut: Future<Output = Result<Reply<R>, Error>> + Send + 'a,
 {
-    rendered(handler(c.app, c.req))
+    Ok(rendered(handler(c.app, c.req)))
 }
 
 /// `handler(app, req, who)`: no body is read.
@@ -587,12 +613,12 @@ fn bare_as<'a, W, R, Fut>(
     c: &'a Call<'a>,
     who: W,
     handler: fn(&'a App, &'a AuthRequest, W) -> Fut,
-) -> Answer<'a>
+) -> Admitted<'a>
 where
     R: Serialize,
     Fut: Future<Output = Result<Reply<R>, Error>> + Send + 'a,
 {
-    rendered(handler(c.app, c.req, who))
+    Ok(rendered(handler(c.app, c.req, who)))
 }
 
 /// `handler(app, req, who, param)`: no body is read.
@@ -600,12 +626,12 @@ fn param_as<'a, W, R, Fut>(
     c: &'a Call<'a>,
     who: W,
     handler: fn(&'a App, &'a AuthRequest, W, &'a str) -> Fut,
-) -> Answer<'a>
+) -> Admitted<'a>
 where
     R: Serialize,
     Fut: Future<Output = Result<Reply<R>, Error>> + Send + 'a,
 {
-    rendered(handler(c.app, c.req, who, c.param))
+    Ok(rendered(handler(c.app, c.req, who, c.param)))
 }
 
 /// `handler(app, req, who, param, body)`.
@@ -613,16 +639,14 @@ fn param_json_as<'a, W, B, R, Fut>(
     c: &'a Call<'a>,
     who: W,
     handler: fn(&'a App, &'a AuthRequest, W, &'a str, B) -> Fut,
-) -> Answer<'a>
+) -> Admitted<'a>
 where
     B: DeserializeOwned + 'a,
     R: Serialize,
     Fut: Future<Output = Result<Reply<R>, Error>> + Send + 'a,
 {
-    match parse_body(c.req) {
-        Ok(body) => rendered(handler(c.app, c.req, who, c.param, body)),
-        Err(e) => Box::pin(std::future::ready(Err(e))),
-    }
+    let body = parse_body(c.req)?;
+    Ok(rendered(handler(c.app, c.req, who, c.param, body)))
 }
 
 fn rendered<'a, R, Fut>(reply: Fut) -> Answer<'a>
@@ -695,6 +719,26 @@ mod tests {
                 assert!(route.permission.is_some(), "{} unguarded", route.path);
             }
         }
+    }
+
+    /// Login, refresh and the MFA second step count every request that
+    /// reaches them, a body or tenant the table refused included.
+    #[test]
+    fn refusals_before_the_handler_are_counted() {
+        fn row(path: &str) -> &'static Route {
+            rows(path).next().unwrap().1
+        }
+        for path in ["/login", "/refresh", "/mfa/verify"] {
+            assert!(row(path).refused.is_some(), "{path}");
+        }
+        let invalid = || {
+            crate::metrics::LOGINS
+                .with_label_values(&["invalid_request"])
+                .get()
+        };
+        let before = invalid();
+        (row("/login").refused.unwrap())(&Error::bad_request("the body is not valid JSON"));
+        assert!(invalid() > before);
     }
 
     #[test]

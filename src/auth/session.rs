@@ -137,17 +137,30 @@ pub async fn login(
     let result = login_inner(app, req, tenant, body).await;
     let outcome = match &result {
         Ok((_, outcome)) => outcome,
-        Err(Error::InvalidCredentials) => "invalid_credentials",
-        Err(Error::InvalidMfaCode) => "mfa_invalid_code",
-        Err(Error::AccountLocked { .. }) => "locked",
-        Err(Error::AccountDisabled) => "disabled",
-        Err(Error::InvalidRequest { .. }) => "invalid_request",
-        Err(Error::Busy { .. }) => "busy",
-        Err(Error::StoreUnavailable) => "store_unavailable",
-        Err(_) => "error",
+        Err(e) => login_failure(e),
     };
     metrics::LOGINS.with_label_values(&[outcome]).inc();
     result.map(|(response, _)| response)
+}
+
+/// The `portcullis_logins_total` outcome of a login that failed.
+fn login_failure(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidCredentials => "invalid_credentials",
+        Error::InvalidMfaCode => "mfa_invalid_code",
+        Error::AccountLocked { .. } => "locked",
+        Error::AccountDisabled => "disabled",
+        Error::InvalidRequest { .. } => "invalid_request",
+        Error::Busy { .. } => "busy",
+        Error::StoreUnavailable => "store_unavailable",
+        _ => "error",
+    }
+}
+
+/// Counts a login the route table refused before [`login`] ran (tenant,
+/// body), as [`login`] counts its own failures.
+pub fn login_refused(e: &Error) {
+    metrics::LOGINS.with_label_values(&[login_failure(e)]).inc();
 }
 
 /// The answer and the metrics outcome of a login.
@@ -271,15 +284,29 @@ pub async fn refresh(
     let result = refresh_inner(app, req, body).await;
     let outcome = match &result {
         Ok(_) => "success",
-        Err(Error::RefreshTokenReused) => "reused",
-        Err(Error::TokenExpired) => "expired",
-        Err(Error::TokenRevoked) => "revoked",
-        Err(Error::InvalidToken) | Err(Error::InvalidRequest { .. }) => "invalid",
-        Err(Error::StoreUnavailable) => "store_unavailable",
-        Err(_) => "error",
+        Err(e) => refresh_failure(e),
     };
     metrics::TOKEN_REFRESHES.with_label_values(&[outcome]).inc();
     result
+}
+
+/// The `portcullis_token_refreshes_total` outcome of a refresh that failed.
+fn refresh_failure(e: &Error) -> &'static str {
+    match e {
+        Error::RefreshTokenReused => "reused",
+        Error::TokenExpired => "expired",
+        Error::TokenRevoked => "revoked",
+        Error::InvalidToken | Error::InvalidRequest { .. } => "invalid",
+        Error::StoreUnavailable => "store_unavailable",
+        _ => "error",
+    }
+}
+
+/// Counts a refresh the route table refused before [`refresh`] ran (body).
+pub fn refresh_refused(e: &Error) {
+    metrics::TOKEN_REFRESHES
+        .with_label_values(&[refresh_failure(e)])
+        .inc();
 }
 
 async fn refresh_inner(
