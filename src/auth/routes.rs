@@ -1,8 +1,8 @@
 //! The one `/auth` route table ([`ROUTES`]): method, path pattern, metrics
 //! label, rate limit, caller and permission of every route, and the handler.
 //! Dispatch, 404/405 (with `Allow`), labels, the per-IP limit and the OpenAPI
-//! completeness test all read it; its adapters parse the JSON body (after the
-//! caller is known, as handlers always did) and render the typed [`Reply`].
+//! completeness test all read it; its adapters parse the JSON body once the
+//! caller (or tenant) is known and render the handler's typed [`Reply`].
 
 use std::borrow::Borrow;
 use std::future::Future;
