@@ -227,7 +227,11 @@ pub static ROUTES: &[Route] = &[
         Verb::Post,
         "/register",
         "auth_register",
-        Handler::InTenant(|c, t| json_as(c, t, session::register)),
+        Handler::InTenant(|c, t| {
+            // a closed registration is refused before the body is read
+            session::registration_open(c.app)?;
+            json_as(c, t, session::register)
+        }),
     )
     .public(),
     Route::new(

@@ -47,16 +47,22 @@ pub enum Registered {
     },
 }
 
-/// `POST /auth/register` → 201.
+/// 403 `REGISTRATION_CLOSED` unless anyone may register; the route table
+/// asks before it reads the body.
+pub fn registration_open(app: &App) -> Result<(), Error> {
+    if app.config.accounts.registration == Registration::Closed {
+        return Err(Error::RegistrationClosed);
+    }
+    Ok(())
+}
+
+/// `POST /auth/register` → 201 (once [`registration_open`] said yes).
 pub async fn register(
     app: &App,
     req: &AuthRequest,
     tenant: Tenant,
     body: RegisterBody,
 ) -> Result<Reply<Registered>, Error> {
-    if app.config.accounts.registration == Registration::Closed {
-        return Err(Error::RegistrationClosed);
-    }
     let email = validate::email(body.email.as_deref().unwrap_or_default())?;
     let password = body
         .password
