@@ -8,15 +8,16 @@ use uuid::Uuid;
 
 use std::sync::Arc;
 
+use super::call::{Done, Message, Reply};
+use super::validate;
 use super::views::{UserView, rfc3339};
-use super::{parse_body, validate};
 use crate::app::App;
 use crate::crypto::{policy, random_token, token_hash};
 use crate::error::Error;
-use crate::http_types::{AuthRequest, HttpResponse};
+use crate::http_types::AuthRequest;
 use crate::notify;
 use crate::store::{
-    NewUser, OneTimeKind, OneTimeToken, ProfileUpdate, StoreError, User, UserStatus,
+    NewUser, OneTimeKind, OneTimeToken, ProfileUpdate, StoreError, Tenant, User, UserStatus,
 };
 use crate::vocab::Identity;
 use crate::vocab::now;
@@ -29,25 +30,18 @@ async fn current_user(app: &App, identity: &Identity) -> Result<User, Error> {
 }
 
 /// `GET /auth/me` (a JWT or an API key).
-pub async fn get_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = super::any_caller(app, req).await?;
-    check_tenant(app, req, &identity).await?;
+pub async fn get_me(
+    app: &App,
+    _req: &AuthRequest,
+    identity: Arc<Identity>,
+) -> Result<Reply<UserView>, Error> {
     let user = current_user(app, &identity).await?;
-    Ok(HttpResponse::json(200, &UserView::from(&user)))
-}
-
-async fn check_tenant(app: &App, req: &AuthRequest, identity: &Identity) -> Result<(), Error> {
-    app.tenants
-        .check_matches(
-            req.header(crate::tenancy::TENANT_HEADER),
-            identity.tenant_id,
-        )
-        .await
+    Ok(Reply::ok(UserView::from(&user)))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PatchMeBody {
+pub struct PatchMeBody {
     first_name: Option<String>,
     family_name: Option<String>,
     name: Option<String>,
@@ -55,10 +49,12 @@ struct PatchMeBody {
 }
 
 /// `PATCH /auth/me`: names and email; privileged fields are ignored.
-pub async fn patch_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = super::session_caller(app, req).await?;
-    check_tenant(app, req, &identity).await?;
-    let body: PatchMeBody = parse_body(req)?;
+pub async fn patch_me(
+    app: &App,
+    req: &AuthRequest,
+    identity: Arc<Identity>,
+    body: PatchMeBody,
+) -> Result<Reply<UserView>, Error> {
     let update = ProfileUpdate {
         first_name: validate::name("firstName", body.first_name.as_deref())?,
         family_name: validate::name("familyName", body.family_name.as_deref())?,
@@ -91,20 +87,23 @@ pub async fn patch_me(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
             json!({ "emailChanged": email_changed }),
         )
         .await;
-    Ok(HttpResponse::json(200, &UserView::from(&user)))
+    Ok(Reply::ok(UserView::from(&user)))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ChangePasswordBody {
+pub struct ChangePasswordBody {
     current_password: Option<String>,
     new_password: Option<String>,
 }
 
 /// `POST /auth/change-password`: every other session of the user is revoked.
-pub async fn change_password(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = super::session_caller(app, req).await?;
-    let body: ChangePasswordBody = parse_body(req)?;
+pub async fn change_password(
+    app: &App,
+    req: &AuthRequest,
+    identity: Arc<Identity>,
+    body: ChangePasswordBody,
+) -> Result<Reply<Done>, Error> {
     let current = body
         .current_password
         .ok_or_else(|| Error::invalid("currentPassword", "currentPassword is required"))?;
@@ -150,10 +149,7 @@ pub async fn change_password(app: &App, req: &AuthRequest) -> Result<HttpRespons
             json!({ "sessionsRevoked": revoked.len() }),
         )
         .await;
-    Ok(HttpResponse::json(
-        200,
-        &json!({ "success": true, "message": "Password changed" }),
-    ))
+    Ok(Reply::ok(Done::new("Password changed")))
 }
 
 /// An account an operator or an admin creates.
@@ -267,13 +263,16 @@ async fn live_token(
 }
 
 #[derive(Deserialize)]
-struct TokenBody {
+pub struct TokenBody {
     token: Option<String>,
 }
 
 /// `POST /auth/verify-email`.
-pub async fn verify_email(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let body: TokenBody = parse_body(req)?;
+pub async fn verify_email(
+    app: &App,
+    req: &AuthRequest,
+    body: TokenBody,
+) -> Result<Reply<UserView>, Error> {
     let (hash, token) = live_token(app, body.token, OneTimeKind::EmailVerification).await?;
     if !app.store.consume_one_time_token(&hash, now()).await? {
         return Err(Error::InvalidToken);
@@ -296,28 +295,30 @@ pub async fn verify_email(app: &App, req: &AuthRequest) -> Result<HttpResponse, 
             json!({}),
         )
         .await;
-    Ok(HttpResponse::json(200, &UserView::from(&user)))
+    Ok(Reply::ok(UserView::from(&user)))
 }
 
 #[derive(Deserialize)]
-struct ForgotBody {
+pub struct ForgotBody {
     email: Option<String>,
 }
 
 /// `POST /auth/password/forgot`: 202 at once, whatever the email; the lookup
 /// and the webhook run in the background so timing tells nothing.
-pub async fn forgot_password(app: &Arc<App>, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let tenant = app
-        .tenants
-        .resolve(req.header(crate::tenancy::TENANT_HEADER))
-        .await?;
-    let body: ForgotBody = parse_body(req)?;
+pub async fn forgot_password(
+    app: &Arc<App>,
+    req: &AuthRequest,
+    tenant: Tenant,
+    body: ForgotBody,
+) -> Result<Reply<Message>, Error> {
     let raw = body
         .email
         .ok_or_else(|| Error::invalid("email", "email is required"))?;
-    let accepted = HttpResponse::json(
+    let accepted = Reply::with_status(
         202,
-        &json!({ "message": "If the account exists, a reset link has been sent" }),
+        Message {
+            message: "If the account exists, a reset link has been sent",
+        },
     );
     let Ok(email) = validate::email(raw.trim()) else {
         return Ok(accepted);
@@ -350,7 +351,7 @@ pub async fn forgot_password(app: &Arc<App>, req: &AuthRequest) -> Result<HttpRe
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ResetBody {
+pub struct ResetBody {
     token: Option<String>,
     new_password: Option<String>,
 }
@@ -386,8 +387,11 @@ async fn set_password_by_token(
 }
 
 /// `POST /auth/password/reset`: sets the password and revokes every session.
-pub async fn reset_password(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let body: ResetBody = parse_body(req)?;
+pub async fn reset_password(
+    app: &App,
+    req: &AuthRequest,
+    body: ResetBody,
+) -> Result<Reply<Done>, Error> {
     let new = body
         .new_password
         .ok_or_else(|| Error::invalid("newPassword", "newPassword is required"))?;
@@ -407,21 +411,21 @@ pub async fn reset_password(app: &App, req: &AuthRequest) -> Result<HttpResponse
             json!({ "sessionsRevoked": revoked.len() }),
         )
         .await;
-    Ok(HttpResponse::json(
-        200,
-        &json!({ "success": true, "message": "Password has been reset" }),
-    ))
+    Ok(Reply::ok(Done::new("Password has been reset")))
 }
 
 #[derive(Deserialize)]
-struct AcceptInviteBody {
+pub struct AcceptInviteBody {
     token: Option<String>,
     password: Option<String>,
 }
 
 /// `POST /auth/invite/accept`: an invited user sets a password.
-pub async fn accept_invite(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let body: AcceptInviteBody = parse_body(req)?;
+pub async fn accept_invite(
+    app: &App,
+    req: &AuthRequest,
+    body: AcceptInviteBody,
+) -> Result<Reply<UserView>, Error> {
     let password = body
         .password
         .ok_or_else(|| Error::invalid("password", "password is required"))?;
@@ -440,7 +444,7 @@ pub async fn accept_invite(app: &App, req: &AuthRequest) -> Result<HttpResponse,
             json!({}),
         )
         .await;
-    Ok(HttpResponse::json(200, &UserView::from(&user)))
+    Ok(Reply::ok(UserView::from(&user)))
 }
 
 /// A user created by an operator (CLI, bootstrap): validated like a

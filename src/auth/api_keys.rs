@@ -2,20 +2,21 @@
 //! revoke the caller's API keys; a JWT session is required. A key is
 //! `api_keys.prefix` + 43 base62 characters of 256 random bits, stored as SHA-256.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::parse_body;
+use super::call::{Done, Reply};
 use super::views::rfc3339;
 use crate::app::App;
 use crate::crypto::token_hash;
 use crate::error::Error;
-use crate::http_types::{AuthRequest, HttpResponse};
+use crate::http_types::AuthRequest;
 use crate::pipeline::authz::grants;
 use crate::store::StoreEvent;
 use crate::store::{ApiKey, NewApiKey, User, UserStatus};
-use crate::tenancy::TENANT_HEADER;
 use crate::vocab::Identity;
 use crate::vocab::now;
 
@@ -88,7 +89,7 @@ impl ApiKeyView {
 /// The answer to `POST /auth/api-keys`: the only time `key` is shown.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct CreatedApiKey {
+pub struct CreatedApiKey {
     id: String,
     name: String,
     description: Option<String>,
@@ -99,28 +100,29 @@ struct CreatedApiKey {
     expires_at: Option<String>,
 }
 
+/// `{"apiKeys": […]}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyList {
+    pub api_keys: Vec<ApiKeyView>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CreateBody {
+pub struct CreateBody {
     name: Option<String>,
     description: Option<String>,
     expires_in_days: Option<i64>,
     scopes: Option<Vec<String>>,
 }
 
-/// The caller's JWT session in its tenant, and the user as stored now.
-async fn caller(app: &App, req: &AuthRequest) -> Result<(std::sync::Arc<Identity>, User), Error> {
-    let identity = super::session_caller(app, req).await?;
-    app.tenants
-        .check_matches(req.header(TENANT_HEADER), identity.tenant_id)
-        .await?;
-    let user = app
-        .store
+/// The caller's user as stored now, who must be active.
+async fn caller(app: &App, identity: &Identity) -> Result<User, Error> {
+    app.store
         .user_by_id(identity.tenant_id, identity.user_id)
         .await?
         .filter(|u| u.status == UserStatus::Active)
-        .ok_or(Error::TokenRevoked)?;
-    Ok((identity, user))
+        .ok_or(Error::TokenRevoked)
 }
 
 fn text_field(
@@ -184,12 +186,16 @@ pub fn validate_scopes(scopes: &[String], owner: &[String]) -> Result<Vec<String
 }
 
 /// `POST /auth/api-keys` → 201 with the key, shown this once.
-pub async fn create(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let (_, user) = caller(app, req).await?;
+pub async fn create(
+    app: &App,
+    req: &AuthRequest,
+    identity: Arc<Identity>,
+    body: CreateBody,
+) -> Result<Reply<CreatedApiKey>, Error> {
+    let user = caller(app, &identity).await?;
     if !grants(&user.permissions, MANAGE_PERMISSION) {
         return Err(Error::Forbidden);
     }
-    let body: CreateBody = parse_body(req)?;
     let name = body.name.as_deref().map(str::trim).unwrap_or_default();
     if name.is_empty() {
         return Err(Error::invalid("name", "name is required"));
@@ -252,25 +258,26 @@ pub async fn create(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
             }),
         )
         .await;
-    Ok(HttpResponse::json(
-        201,
-        &CreatedApiKey {
-            id: stored.id.to_string(),
-            name: stored.name,
-            description: stored.description,
-            key,
-            key_prefix,
-            scopes: stored.scopes,
-            created_at: rfc3339(stored.created_at),
-            expires_at: stored.expires_at.map(rfc3339),
-        },
-    ))
+    Ok(Reply::created(CreatedApiKey {
+        id: stored.id.to_string(),
+        name: stored.name,
+        description: stored.description,
+        key,
+        key_prefix,
+        scopes: stored.scopes,
+        created_at: rfc3339(stored.created_at),
+        expires_at: stored.expires_at.map(rfc3339),
+    }))
 }
 
 /// `GET /auth/api-keys`: the caller's live keys, newest first; `lastUsedAt`
 /// includes uses this replica noted and has not written yet.
-pub async fn list(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let (_, user) = caller(app, req).await?;
+pub async fn list(
+    app: &App,
+    _req: &AuthRequest,
+    identity: Arc<Identity>,
+) -> Result<Reply<ApiKeyList>, Error> {
+    let user = caller(app, &identity).await?;
     let keys = app.store.api_keys_of_user(user.tenant_id, user.id).await?;
     let views: Vec<ApiKeyView> = keys
         .iter()
@@ -279,19 +286,18 @@ pub async fn list(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
             ApiKeyView::new(k, last_used)
         })
         .collect();
-    Ok(HttpResponse::json(200, &json!({ "apiKeys": views })))
+    Ok(Reply::ok(ApiKeyList { api_keys: views }))
 }
 
 /// `DELETE /auth/api-keys/{id}`: 404 for an unknown id or another user's key.
-pub async fn revoke(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let (_, user) = caller(app, req).await?;
-    let id = req
-        .path
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or(Error::NotFound)?;
+pub async fn revoke(
+    app: &App,
+    req: &AuthRequest,
+    identity: Arc<Identity>,
+    id: &str,
+) -> Result<Reply<Done>, Error> {
+    let user = caller(app, &identity).await?;
+    let id = Uuid::parse_str(id).map_err(|_| Error::NotFound)?;
     if !app
         .store
         .revoke_api_key(user.tenant_id, user.id, id)
@@ -310,10 +316,7 @@ pub async fn revoke(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
             json!({ "keyId": id }),
         )
         .await;
-    Ok(HttpResponse::json(
-        200,
-        &json!({ "success": true, "message": "API key revoked" }),
-    ))
+    Ok(Reply::ok(Done::new("API key revoked")))
 }
 
 #[cfg(test)]

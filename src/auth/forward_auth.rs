@@ -4,11 +4,12 @@
 //! headers of SPEC §8, or with the 401/403 the proxy would have given.
 
 use http::Method;
-use serde_json::json;
+use serde::Serialize;
 
+use super::call::{Reply, note_caller};
 use crate::app::App;
 use crate::error::Error;
-use crate::http_types::{AuthRequest, HttpResponse};
+use crate::http_types::AuthRequest;
 use crate::pipeline::{identity_headers, path};
 
 pub const FORWARDED_METHOD: &str = "x-forwarded-method";
@@ -58,11 +59,19 @@ pub fn described_request(req: &AuthRequest) -> Result<(Method, String), Error> {
     Ok((method, path))
 }
 
+/// The body of a forward-auth answer.
+#[derive(Debug, Serialize)]
+pub struct Verdict {
+    pub authenticated: bool,
+    /// The `[[routes]]` policy that decided.
+    pub route: String,
+}
+
 /// `GET /auth/verify` (any method is accepted: it describes, it does not act).
 /// The sidecar cannot remove headers from the request the ingress forwards,
 /// so an identity header in any spelling (`X_Auth_User_Id`) is a 400 and the
 /// ingress refuses the request (SPEC §15).
-pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
+pub async fn verify(app: &App, req: &AuthRequest) -> Result<Reply<Verdict>, Error> {
     if let Some(name) = req
         .headers
         .keys()
@@ -78,12 +87,12 @@ pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
     let policy = routes.select_all(&method, &path);
     let who = app.pipeline.check(&policy, &req.headers).await?;
     if let Some(who) = &who {
-        super::note_caller(req, who.identity.clone());
+        note_caller(req, who.identity.clone());
     }
-    let mut response = HttpResponse::json(
-        200,
-        &json!({ "authenticated": who.is_some(), "route": &*policy.primary.name }),
-    );
+    let mut reply = Reply::ok(Verdict {
+        authenticated: who.is_some(),
+        route: policy.primary.name.to_string(),
+    });
     if let Some(who) = who {
         let assertion = app.pipeline.assertion(&who.identity);
         for (name, value) in identity_headers::identity_values(
@@ -91,13 +100,13 @@ pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
             &who,
             assertion.as_deref(),
         ) {
-            response = response.with_header(
+            reply = reply.with_header(
                 name.as_str().to_string(),
                 String::from_utf8_lossy(value.as_bytes()),
             );
         }
     }
-    Ok(response)
+    Ok(reply)
 }
 
 #[cfg(test)]

@@ -3,16 +3,19 @@
 //! (`/auth/mfa/verify` with the `mfa_…` token). [`verify_code`] is the one
 //! check of a TOTP (replay-guarded) or backup code (single use).
 
-use serde::Deserialize;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::call::{Done, Reply};
 use super::issue::issue_tokens;
-use super::parse_body;
+use super::views::TokenResponse;
 use crate::app::App;
 use crate::crypto::{random_token, token_hash, totp};
 use crate::error::Error;
-use crate::http_types::{AuthRequest, HttpResponse};
+use crate::http_types::AuthRequest;
 use crate::metrics;
 use crate::services::lockout;
 use crate::store::StoreEvent;
@@ -76,23 +79,15 @@ pub async fn verify_code(
     }
 }
 
-/// The MFA-capable caller: a session (JWT), its user, and that user's enrolment.
-async fn caller(
-    app: &App,
-    req: &AuthRequest,
-) -> Result<(Identity, User, Option<MfaRecord>), Error> {
-    let identity = super::session_caller(app, req).await?;
+/// The caller's user as stored now, and that user's enrolment.
+async fn caller(app: &App, identity: &Identity) -> Result<(User, Option<MfaRecord>), Error> {
     let user = app
         .store
         .user_by_id(identity.tenant_id, identity.user_id)
         .await?
         .ok_or(Error::TokenRevoked)?;
     let mfa = app.store.mfa(user.id).await?;
-    Ok(((*identity).clone(), user, mfa))
-}
-
-fn success(message: &str) -> HttpResponse {
-    HttpResponse::json(200, &json!({ "success": true, "message": message }))
+    Ok((user, mfa))
 }
 
 async fn wrong_code(app: &App, req: &AuthRequest, user: &User, kind: &str) -> Error {
@@ -119,9 +114,26 @@ async fn backup_codes(app: &App) -> Result<(Vec<String>, Vec<String>), Error> {
     Ok((codes, hashes))
 }
 
+/// The answer to `/auth/mfa/enable`: what the authenticator app needs, and
+/// the backup codes, shown this once (keys sorted, as always answered).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Enrolment {
+    pub backup_codes: Vec<String>,
+    pub otpauth_url: String,
+    /// A `data:image/png;base64,…` QR code of `otpauthUrl`.
+    pub qr_code: String,
+    /// Base32.
+    pub secret: String,
+}
+
 /// `POST /auth/mfa/enable`.
-pub async fn enable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let (_, user, mfa) = caller(app, req).await?;
+pub async fn enable(
+    app: &App,
+    req: &AuthRequest,
+    identity: Arc<Identity>,
+) -> Result<Reply<Enrolment>, Error> {
+    let (user, mfa) = caller(app, &identity).await?;
     if user.mfa_enabled || mfa.is_some_and(|m| m.confirmed) {
         return Err(Error::MfaAlreadyEnabled);
     }
@@ -154,19 +166,16 @@ pub async fn enable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
             json!({}),
         )
         .await;
-    Ok(HttpResponse::json(
-        200,
-        &json!({
-            "secret": totp::base32(&secret),
-            "otpauthUrl": url,
-            "qrCode": qr,
-            "backupCodes": codes,
-        }),
-    ))
+    Ok(Reply::ok(Enrolment {
+        backup_codes: codes,
+        otpauth_url: url,
+        qr_code: qr,
+        secret: totp::base32(&secret),
+    }))
 }
 
 #[derive(Deserialize)]
-struct CodeBody {
+pub struct CodeBody {
     code: Option<String>,
 }
 
@@ -176,9 +185,13 @@ fn required_code(code: Option<String>) -> Result<String, Error> {
 }
 
 /// `POST /auth/mfa/confirm`: the first code turns MFA on.
-pub async fn confirm(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let (_, user, mfa) = caller(app, req).await?;
-    let body: CodeBody = parse_body(req)?;
+pub async fn confirm(
+    app: &App,
+    req: &AuthRequest,
+    identity: Arc<Identity>,
+    body: CodeBody,
+) -> Result<Reply<Done>, Error> {
+    let (user, mfa) = caller(app, &identity).await?;
     let code = required_code(body.code)?;
     let Some(mfa) = mfa else {
         return Err(Error::bad_request(
@@ -208,19 +221,23 @@ pub async fn confirm(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
             json!({}),
         )
         .await;
-    Ok(success("MFA enabled"))
+    Ok(Reply::ok(Done::new("MFA enabled")))
 }
 
 #[derive(Deserialize)]
-struct DisableBody {
+pub struct DisableBody {
     password: Option<String>,
     code: Option<String>,
 }
 
 /// `POST /auth/mfa/disable`: needs the password and a code.
-pub async fn disable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let (_, user, mfa) = caller(app, req).await?;
-    let body: DisableBody = parse_body(req)?;
+pub async fn disable(
+    app: &App,
+    req: &AuthRequest,
+    identity: Arc<Identity>,
+    body: DisableBody,
+) -> Result<Reply<Done>, Error> {
+    let (user, mfa) = caller(app, &identity).await?;
     let password = body
         .password
         .ok_or_else(|| Error::invalid("password", "password is required"))?;
@@ -257,13 +274,24 @@ pub async fn disable(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error
             json!({}),
         )
         .await;
-    Ok(success("MFA disabled"))
+    Ok(Reply::ok(Done::new("MFA disabled")))
+}
+
+/// `{"backupCodes": […]}`, shown this once.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupCodes {
+    pub backup_codes: Vec<String>,
 }
 
 /// `POST /auth/mfa/backup-codes`: ten new codes; the old ones die.
-pub async fn regenerate_backup_codes(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let (_, user, mfa) = caller(app, req).await?;
-    let body: CodeBody = parse_body(req)?;
+pub async fn regenerate_backup_codes(
+    app: &App,
+    req: &AuthRequest,
+    identity: Arc<Identity>,
+    body: CodeBody,
+) -> Result<Reply<BackupCodes>, Error> {
+    let (user, mfa) = caller(app, &identity).await?;
     let code = required_code(body.code)?;
     let Some(mfa) = mfa.filter(|m| m.confirmed) else {
         return Err(Error::bad_request("MFA is not enabled"));
@@ -287,11 +315,24 @@ pub async fn regenerate_backup_codes(app: &App, req: &AuthRequest) -> Result<Htt
             json!({}),
         )
         .await;
-    Ok(HttpResponse::json(200, &json!({ "backupCodes": codes })))
+    Ok(Reply::ok(BackupCodes {
+        backup_codes: codes,
+    }))
 }
 
-/// The answer to a correct password of a user with MFA: `{mfaRequired, mfaToken, expiresIn}`.
-pub async fn start_mfa_login(app: &App, user: &User) -> Result<HttpResponse, Error> {
+/// The answer to a correct password of a user with MFA (keys sorted, as
+/// always answered).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaChallenge {
+    /// Seconds.
+    pub expires_in: i64,
+    pub mfa_required: bool,
+    pub mfa_token: String,
+}
+
+/// Starts the second step of an MFA login: a single-use `mfa_…` token.
+pub async fn start_mfa_login(app: &App, user: &User) -> Result<MfaChallenge, Error> {
     let token = random_token(MFA_TOKEN_PREFIX);
     app.store
         .create_mfa_token(
@@ -301,34 +342,56 @@ pub async fn start_mfa_login(app: &App, user: &User) -> Result<HttpResponse, Err
             now() + MFA_TOKEN_TTL,
         )
         .await?;
-    Ok(HttpResponse::json(
-        200,
-        &json!({ "mfaRequired": true, "mfaToken": token, "expiresIn": MFA_TOKEN_TTL }),
-    ))
+    Ok(MfaChallenge {
+        expires_in: MFA_TOKEN_TTL,
+        mfa_required: true,
+        mfa_token: token,
+    })
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct VerifyBody {
+pub struct VerifyBody {
     mfa_token: Option<String>,
     code: Option<String>,
 }
 
 /// `POST /auth/mfa/verify`: the second step of an MFA login.
-pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let result = verify_inner(app, req).await;
+pub async fn verify(
+    app: &App,
+    req: &AuthRequest,
+    body: VerifyBody,
+) -> Result<Reply<TokenResponse>, Error> {
+    let result = verify_inner(app, req, body).await;
     let outcome = match &result {
         Ok(_) => "mfa_success",
-        Err(Error::InvalidMfaCode) => "mfa_invalid_code",
-        Err(Error::AccountLocked { .. }) => "locked",
-        Err(_) => "mfa_error",
+        Err(e) => verify_failure(e),
     };
     metrics::LOGINS.with_label_values(&[outcome]).inc();
-    result
+    result.map(Reply::ok)
 }
 
-async fn verify_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let body: VerifyBody = parse_body(req)?;
+/// The `portcullis_logins_total` outcome of a second step that failed.
+fn verify_failure(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidMfaCode => "mfa_invalid_code",
+        Error::AccountLocked { .. } => "locked",
+        _ => "mfa_error",
+    }
+}
+
+/// Counts a second step the route table refused before [`verify`] ran (body).
+pub fn verify_refused(e: &Error) {
+    metrics::LOGINS
+        .with_label_values(&[verify_failure(e)])
+        .inc();
+}
+
+async fn verify_inner(
+    app: &App,
+    req: &AuthRequest,
+    body: VerifyBody,
+) -> Result<TokenResponse, Error> {
     let token = body
         .mfa_token
         .ok_or_else(|| Error::invalid("mfaToken", "mfaToken is required"))?;
@@ -379,6 +442,5 @@ async fn verify_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
             json!({ "mfa": true }),
         )
         .await;
-    let tokens = issue_tokens(app, req, &user, &["pwd".to_string(), "otp".to_string()]).await?;
-    Ok(HttpResponse::json(200, &tokens))
+    issue_tokens(app, req, &user, &["pwd".to_string(), "otp".to_string()]).await
 }

@@ -1,31 +1,17 @@
 //! `GET /auth/openapi.json`: the OpenAPI 3.1 document of every route the
 //! sidecar answers itself. The document is `openapi.json` at the top of the
-//! repository, embedded at build time; the tests below keep it and the
-//! router in agreement.
+//! repository, embedded at build time; the route table's test
+//! (`auth::routes`) keeps the two in agreement.
 
-use http::Method;
-
-use crate::error::Error;
-use crate::http_types::{AuthRequest, HttpResponse};
+use crate::http_types::HttpResponse;
 
 /// The committed `openapi.json`.
 pub const DOCUMENT: &str = include_str!("../../openapi.json");
 
-/// Path of the document below the auth prefix.
-pub const PATH: &str = "/openapi.json";
-
-/// Metrics label of the route.
-pub const LABEL: &str = "auth_openapi";
-
-/// Answers `/openapi.json`; `None` for every other path.
-pub fn handle(req: &AuthRequest) -> Option<Result<HttpResponse, Error>> {
-    if req.path.trim_end_matches('/') != PATH {
-        return None;
-    }
-    Some(match req.method {
-        Method::GET | Method::HEAD => Ok(HttpResponse::text(200, "application/json", DOCUMENT)),
-        _ => Err(Error::MethodNotAllowed { allow: "GET" }),
-    })
+/// The answer to `GET`/`HEAD /auth/openapi.json`: the document as committed
+/// (not a typed reply: it is served byte for byte).
+pub fn response() -> HttpResponse {
+    HttpResponse::text(200, "application/json", DOCUMENT)
 }
 
 #[cfg(test)]

@@ -2,28 +2,30 @@
 //! logout and logout-all. One session = one refresh-token family; revoking
 //! it kills its access tokens on the proxy path at once.
 
-use serde::Deserialize;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::call::{Message, Reply};
 use super::issue::{REFRESH_PREFIX, issue_tokens, token_response};
-use super::views::UserView;
-use super::{account, mfa, parse_body, validate};
+use super::views::{TokenResponse, UserView};
+use super::{account, mfa, validate};
 use crate::app::App;
 use crate::config::Registration;
 use crate::crypto::{policy, random_token, token_hash};
 use crate::error::Error;
-use crate::http_types::{AuthRequest, HttpResponse};
+use crate::http_types::AuthRequest;
 use crate::metrics;
 use crate::services::lockout;
 use crate::store::StoreEvent;
-use crate::store::{NewUser, OneTimeKind, RefreshOutcome, StoreError, UserStatus};
-use crate::tenancy::TENANT_HEADER;
+use crate::store::{NewUser, OneTimeKind, RefreshOutcome, StoreError, Tenant, UserStatus};
 use crate::tokens::{self, AccessClaims};
-use crate::vocab::now;
+use crate::vocab::{Identity, now};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RegisterBody {
+pub struct RegisterBody {
     email: Option<String>,
     password: Option<String>,
     first_name: Option<String>,
@@ -31,13 +33,36 @@ struct RegisterBody {
     name: Option<String>,
 }
 
-/// `POST /auth/register`.
-pub async fn register(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let tenant = app.tenants.resolve(req.header(TENANT_HEADER)).await?;
+/// The answer to a registration.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Registered {
+    /// Logged in at once.
+    Tokens(TokenResponse),
+    /// The email must be verified before the first login.
+    #[serde(rename_all = "camelCase")]
+    VerificationRequired {
+        user: UserView,
+        verification_required: bool,
+    },
+}
+
+/// 403 `REGISTRATION_CLOSED` unless anyone may register; the route table
+/// asks before it reads the body.
+pub fn registration_open(app: &App) -> Result<(), Error> {
     if app.config.accounts.registration == Registration::Closed {
         return Err(Error::RegistrationClosed);
     }
-    let body: RegisterBody = parse_body(req)?;
+    Ok(())
+}
+
+/// `POST /auth/register` → 201 (once [`registration_open`] said yes).
+pub async fn register(
+    app: &App,
+    req: &AuthRequest,
+    tenant: Tenant,
+    body: RegisterBody,
+) -> Result<Reply<Registered>, Error> {
     let email = validate::email(body.email.as_deref().unwrap_or_default())?;
     let password = body
         .password
@@ -80,17 +105,17 @@ pub async fn register(app: &App, req: &AuthRequest) -> Result<HttpResponse, Erro
         .await;
     if app.config.accounts.require_email_verification {
         account::send_token(app, &user, OneTimeKind::EmailVerification).await?;
-        return Ok(HttpResponse::json(
-            201,
-            &json!({ "user": UserView::from(&user), "verificationRequired": true }),
-        ));
+        return Ok(Reply::created(Registered::VerificationRequired {
+            user: UserView::from(&user),
+            verification_required: true,
+        }));
     }
     let tokens = issue_tokens(app, req, &user, &["pwd".to_string()]).await?;
-    Ok(HttpResponse::json(201, &tokens))
+    Ok(Reply::created(Registered::Tokens(tokens)))
 }
 
 #[derive(Deserialize)]
-struct LoginBody {
+pub struct LoginBody {
     email: Option<String>,
     username: Option<String>,
     password: Option<String>,
@@ -98,28 +123,59 @@ struct LoginBody {
     otp: Option<String>,
 }
 
+/// The answer to a correct password.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum LoggedIn {
+    /// Boxed: the challenge is small.
+    Tokens(Box<TokenResponse>),
+    /// The user has MFA and sent no code: `/auth/mfa/verify` comes next.
+    MfaRequired(mfa::MfaChallenge),
+}
+
 /// `POST /auth/login` (password path).
-pub async fn login(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let result = login_inner(app, req).await;
+pub async fn login(
+    app: &App,
+    req: &AuthRequest,
+    tenant: Tenant,
+    body: LoginBody,
+) -> Result<Reply<LoggedIn>, Error> {
+    let result = login_inner(app, req, tenant, body).await;
     let outcome = match &result {
         Ok((_, outcome)) => outcome,
-        Err(Error::InvalidCredentials) => "invalid_credentials",
-        Err(Error::InvalidMfaCode) => "mfa_invalid_code",
-        Err(Error::AccountLocked { .. }) => "locked",
-        Err(Error::AccountDisabled) => "disabled",
-        Err(Error::InvalidRequest { .. }) => "invalid_request",
-        Err(Error::Busy { .. }) => "busy",
-        Err(Error::StoreUnavailable) => "store_unavailable",
-        Err(_) => "error",
+        Err(e) => login_failure(e),
     };
     metrics::LOGINS.with_label_values(&[outcome]).inc();
     result.map(|(response, _)| response)
 }
 
+/// The `portcullis_logins_total` outcome of a login that failed.
+fn login_failure(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidCredentials => "invalid_credentials",
+        Error::InvalidMfaCode => "mfa_invalid_code",
+        Error::AccountLocked { .. } => "locked",
+        Error::AccountDisabled => "disabled",
+        Error::InvalidRequest { .. } => "invalid_request",
+        Error::Busy { .. } => "busy",
+        Error::StoreUnavailable => "store_unavailable",
+        _ => "error",
+    }
+}
+
+/// Counts a login the route table refused before [`login`] ran (tenant,
+/// body), as [`login`] counts its own failures.
+pub fn login_refused(e: &Error) {
+    metrics::LOGINS.with_label_values(&[login_failure(e)]).inc();
+}
+
 /// The answer and the metrics outcome of a login.
-async fn login_inner(app: &App, req: &AuthRequest) -> Result<(HttpResponse, &'static str), Error> {
-    let tenant = app.tenants.resolve(req.header(TENANT_HEADER)).await?;
-    let body: LoginBody = parse_body(req)?;
+async fn login_inner(
+    app: &App,
+    req: &AuthRequest,
+    tenant: Tenant,
+    body: LoginBody,
+) -> Result<(Reply<LoggedIn>, &'static str), Error> {
     let raw_email = body
         .email
         .or(body.username)
@@ -185,7 +241,8 @@ async fn login_inner(app: &App, req: &AuthRequest) -> Result<(HttpResponse, &'st
     let mut amr = vec!["pwd".to_string()];
     if user.mfa_enabled {
         let Some(code) = body.otp.filter(|c| !c.trim().is_empty()) else {
-            return Ok((mfa::start_mfa_login(app, &user).await?, "mfa_required"));
+            let challenge = mfa::start_mfa_login(app, &user).await?;
+            return Ok((Reply::ok(LoggedIn::MfaRequired(challenge)), "mfa_required"));
         };
         let record = app
             .store
@@ -214,34 +271,55 @@ async fn login_inner(app: &App, req: &AuthRequest) -> Result<(HttpResponse, &'st
         )
         .await;
     let tokens = issue_tokens(app, req, &user, &amr).await?;
-    Ok((HttpResponse::json(200, &tokens), "success"))
+    Ok((Reply::ok(LoggedIn::Tokens(Box::new(tokens))), "success"))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RefreshBody {
+pub struct RefreshBody {
     refresh_token: Option<String>,
 }
 
 /// `POST /auth/refresh`: rotates the refresh token; a rotated one presented
 /// again revokes the whole session.
-pub async fn refresh(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let result = refresh_inner(app, req).await;
+pub async fn refresh(
+    app: &App,
+    req: &AuthRequest,
+    body: RefreshBody,
+) -> Result<Reply<TokenResponse>, Error> {
+    let result = refresh_inner(app, req, body).await;
     let outcome = match &result {
         Ok(_) => "success",
-        Err(Error::RefreshTokenReused) => "reused",
-        Err(Error::TokenExpired) => "expired",
-        Err(Error::TokenRevoked) => "revoked",
-        Err(Error::InvalidToken) | Err(Error::InvalidRequest { .. }) => "invalid",
-        Err(Error::StoreUnavailable) => "store_unavailable",
-        Err(_) => "error",
+        Err(e) => refresh_failure(e),
     };
     metrics::TOKEN_REFRESHES.with_label_values(&[outcome]).inc();
     result
 }
 
-async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let body: RefreshBody = parse_body(req)?;
+/// The `portcullis_token_refreshes_total` outcome of a refresh that failed.
+fn refresh_failure(e: &Error) -> &'static str {
+    match e {
+        Error::RefreshTokenReused => "reused",
+        Error::TokenExpired => "expired",
+        Error::TokenRevoked => "revoked",
+        Error::InvalidToken | Error::InvalidRequest { .. } => "invalid",
+        Error::StoreUnavailable => "store_unavailable",
+        _ => "error",
+    }
+}
+
+/// Counts a refresh the route table refused before [`refresh`] ran (body).
+pub fn refresh_refused(e: &Error) {
+    metrics::TOKEN_REFRESHES
+        .with_label_values(&[refresh_failure(e)])
+        .inc();
+}
+
+async fn refresh_inner(
+    app: &App,
+    req: &AuthRequest,
+    body: RefreshBody,
+) -> Result<Reply<TokenResponse>, Error> {
     let presented = body
         .refresh_token
         .ok_or_else(|| Error::invalid("refreshToken", "refreshToken is required"))?;
@@ -306,27 +384,29 @@ async fn refresh_inner(app: &App, req: &AuthRequest) -> Result<HttpResponse, Err
         &app.keys,
         &AccessClaims::new(cfg, &user, session.id, &session.amr, at),
     )?;
-    Ok(HttpResponse::json(
-        200,
-        &token_response(app, &user, access, next),
-    ))
+    Ok(Reply::ok(token_response(app, &user, access, next)))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct LogoutBody {
+pub struct LogoutBody {
     refresh_token: Option<String>,
 }
 
-fn logged_out() -> HttpResponse {
-    HttpResponse::json(200, &json!({ "message": "Logged out successfully" }))
+fn logged_out() -> Reply<Message> {
+    Reply::ok(Message {
+        message: "Logged out successfully",
+    })
 }
 
 /// `POST /auth/logout`: revokes the caller's session (and the one of the
 /// refresh token in the body, when it belongs to the same user).
-pub async fn logout(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = super::session_caller(app, req).await?;
-    let body: LogoutBody = parse_body(req)?;
+pub async fn logout(
+    app: &App,
+    req: &AuthRequest,
+    identity: Arc<Identity>,
+    body: LogoutBody,
+) -> Result<Reply<Message>, Error> {
     let mut sessions = Vec::new();
     sessions.extend(identity.session_id);
     let other = match body.refresh_token.filter(|t| t.starts_with(REFRESH_PREFIX)) {
@@ -358,8 +438,11 @@ pub async fn logout(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error>
 }
 
 /// `POST /auth/logout-all`: revokes every session of the caller.
-pub async fn logout_all(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
-    let identity = super::session_caller(app, req).await?;
+pub async fn logout_all(
+    app: &App,
+    req: &AuthRequest,
+    identity: Arc<Identity>,
+) -> Result<Reply<Message>, Error> {
     let revoked = app
         .revocations
         .revoke_user_sessions(identity.user_id, None, "logout_all")
