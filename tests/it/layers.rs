@@ -37,7 +37,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level module a file of `src/` belongs to (`src/pipeline/authn/jwt.rs` → `pipeline`).
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_string()
 }
 
@@ -83,7 +88,10 @@ fn every_import_in_src_points_down_the_layers_of_architecture_md() {
             continue;
         }
         let Some(&from_layer) = layers.get(&from) else {
-            wrong.push(format!("{}: module `{from}` has no layer in ARCHITECTURE.md", file.display()));
+            wrong.push(format!(
+                "{}: module `{from}` has no layer in ARCHITECTURE.md",
+                file.display()
+            ));
             continue;
         };
         let text = std::fs::read_to_string(file).unwrap();
@@ -112,13 +120,20 @@ fn every_import_in_src_points_down_the_layers_of_architecture_md() {
             }
         }
     }
-    assert!(wrong.is_empty(), "imports against the layers:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the layers:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
 fn the_layer_reader_sees_both_import_forms() {
     assert_eq!(named_modules("use crate::store::{Store, now};"), ["store"]);
-    assert_eq!(named_modules("use crate::{auth, metrics};"), ["auth", "metrics"]);
+    assert_eq!(
+        named_modules("use crate::{auth, metrics};"),
+        ["auth", "metrics"]
+    );
     assert_eq!(
         named_modules("let x = crate::vocab::now() + crate::config::X;"),
         ["vocab", "config"]
