@@ -153,19 +153,7 @@ pub async fn enable(
             StoreError::Conflict(_) => Error::MfaAlreadyEnabled,
             other => other.into(),
         })?;
-    app.revocations
-        .revoke(StoreEvent::Mfa { user_id: user.id })
-        .await;
-    app.audit
-        .record(
-            Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
-            "mfa.enrolment_started",
-            "success",
-            json!({}),
-        )
-        .await;
+    mfa_changed(app, req, &user, "mfa.enrolment_started").await;
     Ok(Reply::ok(Enrolment {
         backup_codes: codes,
         otpauth_url: url,
@@ -208,19 +196,7 @@ pub async fn confirm(
     {
         return Err(wrong_code(app, req, &user, "mfa.confirm").await);
     }
-    app.revocations
-        .revoke(StoreEvent::Mfa { user_id: user.id })
-        .await;
-    app.audit
-        .record(
-            Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
-            "mfa.enabled",
-            "success",
-            json!({}),
-        )
-        .await;
+    mfa_changed(app, req, &user, "mfa.enabled").await;
     Ok(Reply::ok(Done::new("MFA enabled")))
 }
 
@@ -261,6 +237,13 @@ pub async fn disable(
         return Err(wrong_code(app, req, &user, "mfa.disable").await);
     }
     app.store.disable_mfa(user.id).await?;
+    mfa_changed(app, req, &user, "mfa.disabled").await;
+    Ok(Reply::ok(Done::new("MFA disabled")))
+}
+
+/// The user's MFA changed: cached enrolments are revoked everywhere and the
+/// change is audited as `kind`.
+async fn mfa_changed(app: &App, req: &AuthRequest, user: &User, kind: &str) {
     app.revocations
         .revoke(StoreEvent::Mfa { user_id: user.id })
         .await;
@@ -269,12 +252,11 @@ pub async fn disable(
             Some(req),
             Some(user.tenant_id),
             Some(user.id),
-            "mfa.disabled",
+            kind,
             "success",
             json!({}),
         )
         .await;
-    Ok(Reply::ok(Done::new("MFA disabled")))
 }
 
 /// `{"backupCodes": […]}`, shown this once.
