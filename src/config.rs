@@ -110,6 +110,9 @@ impl Default for AdminSection {
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSection {
     pub address: String,
+    /// The protocol spoken to the upstream: `http1`, or `h2c` (HTTP/2 with
+    /// prior knowledge, what a gRPC server speaks in clear text).
+    pub protocol: UpstreamProtocol,
     pub tls: bool,
     pub sni: String,
     pub connect_timeout_ms: u64,
@@ -120,12 +123,21 @@ impl Default for UpstreamSection {
     fn default() -> Self {
         Self {
             address: "127.0.0.1:3000".into(),
+            protocol: UpstreamProtocol::Http1,
             tls: false,
             sni: String::new(),
             connect_timeout_ms: 2000,
             read_timeout_ms: 30000,
         }
     }
+}
+
+/// `upstream.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    Http1,
+    H2c,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

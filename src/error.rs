@@ -238,6 +238,52 @@ impl Error {
             .extend(self.headers().into_iter().map(|(k, v)| (k.into(), v)));
         response
     }
+
+    /// The gRPC status code of this error: what a gRPC client reads instead
+    /// of an HTTP status (UNAUTHENTICATED for 401, PERMISSION_DENIED for 403, …).
+    pub fn grpc_status(&self) -> u8 {
+        match self.status() {
+            400 => 3,        // INVALID_ARGUMENT
+            401 => 16,       // UNAUTHENTICATED
+            403 | 423 => 7,  // PERMISSION_DENIED
+            404 | 405 => 12, // UNIMPLEMENTED
+            409 => 6,        // ALREADY_EXISTS
+            413 | 429 => 8,  // RESOURCE_EXHAUSTED
+            502..=504 => 14, // UNAVAILABLE
+            _ => 13,         // INTERNAL
+        }
+    }
+
+    /// The error as a gRPC client understands it (a "Trailers-Only"
+    /// response): HTTP 200 with `grpc-status` and a `grpc-message` that
+    /// carries SPEC's error code and message, and no body.
+    pub fn render_grpc(&self) -> HttpResponse {
+        let message = format!("{}: {}", self.code(), self.message());
+        // grpc-message is percent-encoded (gRPC over HTTP/2, "Responses")
+        let encoded =
+            percent_encoding::utf8_percent_encode(&message, GRPC_MESSAGE_ESCAPES).to_string();
+        let mut response = HttpResponse::text(200, "application/grpc", bytes::Bytes::new())
+            .with_header("grpc-status", self.grpc_status().to_string())
+            .with_header("grpc-message", encoded);
+        response
+            .headers
+            .extend(self.headers().into_iter().map(|(k, v)| (k.into(), v)));
+        response
+    }
+}
+
+/// Bytes a `grpc-message` value percent-encodes: controls, `%` and non-ASCII.
+const GRPC_MESSAGE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// Whether a request is a gRPC call (`content-type: application/grpc…`).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
+        })
 }
 
 impl From<crate::store::StoreError> for Error {
@@ -290,5 +336,51 @@ mod tests {
                 .iter()
                 .any(|(k, v)| *k == "retry-after" && v == "1")
         );
+    }
+
+    #[test]
+    fn grpc_refusals_carry_a_grpc_status_and_the_spec_code() {
+        assert_eq!(Error::Unauthenticated.grpc_status(), 16);
+        assert_eq!(Error::InvalidToken.grpc_status(), 16);
+        assert_eq!(Error::Forbidden.grpc_status(), 7);
+        assert_eq!(Error::UpstreamUnavailable.grpc_status(), 14);
+        assert_eq!(Error::UpstreamTimeout.grpc_status(), 14);
+        assert_eq!(Error::RateLimited { retry_after: 1 }.grpc_status(), 8);
+        assert_eq!(Error::Internal.grpc_status(), 13);
+        let r = Error::invalid("x", "50% ünicode").render_grpc();
+        assert_eq!(r.status, 200);
+        assert!(r.body.is_empty());
+        let get = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("content-type"), Some("application/grpc"));
+        assert_eq!(get("grpc-status"), Some("3"));
+        let message = get("grpc-message").unwrap();
+        assert!(message.starts_with("INVALID_REQUEST:"), "{message}");
+        assert!(message.is_ascii() && message.contains("%25"), "{message}");
+    }
+
+    #[test]
+    fn grpc_requests_are_told_by_their_content_type() {
+        let mut h = http::HeaderMap::new();
+        assert!(!is_grpc(&h));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/grpc+proto".parse().unwrap(),
+        );
+        assert!(is_grpc(&h));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "Application/GRPC".parse().unwrap(),
+        );
+        assert!(is_grpc(&h));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        assert!(!is_grpc(&h));
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
@@ -18,6 +19,7 @@ use pingora::services::listening::Service;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::app::App;
+use crate::config::UpstreamProtocol;
 use crate::echo::EchoApp;
 use crate::listeners::{self, Close, Listening};
 use crate::pipeline::authn::api_key::USE_FLUSH_INTERVAL;
@@ -38,6 +40,11 @@ pub fn upstream_peer(app: &App) -> Result<HttpPeer, String> {
     peer.options.read_timeout = Some(Duration::from_millis(cfg.read_timeout_ms));
     peer.options.write_timeout = Some(Duration::from_millis(cfg.read_timeout_ms));
     peer.options.idle_timeout = Some(Duration::from_secs(60));
+    if cfg.protocol == UpstreamProtocol::H2c {
+        // HTTP/2 with prior knowledge: one connection carries many streams
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = 100;
+    }
     Ok(peer)
 }
 
@@ -79,6 +86,13 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
         Proxy::new(app.clone(), peer),
         "proxy",
     );
+    // HTTP/2 with prior knowledge (h2c, what gRPC clients speak in clear
+    // text) beside HTTP/1.1 on the same port, told apart by the h2 preface
+    if let Some(logic) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        logic.server_options = Some(options);
+    }
     proxy.add_tcp(&cfg.proxy.listen);
     server.add_service(Listening::new(proxy, vec![proxy_socket], Close::AtShutdown));
 

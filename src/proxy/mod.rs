@@ -113,12 +113,9 @@ impl Proxy {
 
     /// SPEC §15's request-level rules; `Err` is answered by the caller.
     fn check_edge(&self, session: &mut Session) -> std::result::Result<(), AuthError> {
+        let has_authority = request_authority(session).is_some();
         let header = session.req_header();
-        let tokens = edge::check(
-            absolute_form_authority(header).is_some(),
-            &header.headers,
-            &self.credentials,
-        )?;
+        let tokens = edge::check(has_authority, &header.headers, &self.credentials)?;
         if header.headers.contains_key(http::header::TRANSFER_ENCODING)
             && sent_content_length(session)
         {
@@ -219,6 +216,18 @@ impl Proxy {
 /// that a `Host` sent beside it is the same.
 fn absolute_form_authority(header: &RequestHeader) -> Option<&[u8]> {
     pingora::http::authority::raw_target_authority(header.raw_path()).authority()
+}
+
+/// The authority the request names besides `Host`: an HTTP/1 absolute-form
+/// target's, or HTTP/2's `:authority` (pingora refuses an h2 request whose
+/// `Host` disagrees with it, or that has neither).
+fn request_authority(session: &Session) -> Option<&[u8]> {
+    let header = session.req_header();
+    if session.is_http2() {
+        header.uri.authority().map(|a| a.as_str().as_bytes())
+    } else {
+        absolute_form_authority(header)
+    }
 }
 
 /// Whether the client sent `Content-Length`: pingora drops it from the parsed
@@ -379,10 +388,10 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let authority =
+            request_authority(session).and_then(|a| http::HeaderValue::from_bytes(a).ok());
         let downstream = session.req_header();
-        let absolute =
-            absolute_form_authority(downstream).and_then(|a| http::HeaderValue::from_bytes(a).ok());
-        let host = absolute
+        let host = authority
             .clone()
             .or_else(|| downstream.headers.get(http::header::HOST).cloned());
         let edits = self.app.pipeline.upstream_edits(
@@ -408,7 +417,8 @@ impl ProxyHttp for Proxy {
                 .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
             upstream.set_uri(uri);
         }
-        if let Some(authority) = absolute {
+        // the authority of an absolute-form target or of an h2 request goes upstream as Host
+        if let Some(authority) = authority {
             upstream.insert_header(http::header::HOST, authority)?;
         }
         ctx.upstream_start = Some(Instant::now());

@@ -41,11 +41,10 @@ pub async fn write(
     let status = response.status;
     let (header, body) = header_of(response, &ctx.request_id)?;
     ctx.status = Some(status);
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(header), head_only)
-        .await?;
-    if !head_only {
+    // an empty answer ends with its header (a gRPC "Trailers-Only" reply must)
+    let end = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session.write_response_header(Box::new(header), end).await?;
+    if !end {
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
@@ -60,8 +59,48 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, error: AuthError
         // the rest of the body was not read: do not reuse the connection
         session.set_keepalive(None);
     }
-    let response = error.render(&ctx.request_id);
-    write(session, ctx, response).await
+    // a gRPC client reads grpc-status, not the HTTP status or a JSON body
+    let status = error.status();
+    if crate::error::is_grpc(&session.req_header().headers) && session.is_http2() {
+        write_grpc(session, ctx, error.render_grpc()).await?;
+    } else {
+        write(session, ctx, error.render(&ctx.request_id)).await?;
+    }
+    // logs and metrics keep the HTTP meaning of the refusal
+    ctx.status = Some(status);
+    Ok(())
+}
+
+/// Writes a gRPC refusal over HTTP/2: the header, then `grpc-status` and
+/// `grpc-message` as trailers ending the stream, which is where a gRPC client
+/// looks for them (pingora ends an h2 answer with an empty DATA frame, which
+/// a "Trailers-Only" header cannot survive).
+async fn write_grpc(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut response: HttpResponse,
+) -> Result<()> {
+    let mut trailers = http::HeaderMap::new();
+    response.headers.retain(|(name, value)| {
+        let trailer = name.starts_with("grpc-");
+        if trailer
+            && let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            )
+        {
+            trailers.insert(n, v);
+        }
+        !trailer
+    });
+    let (mut header, _) = header_of(response, &ctx.request_id)?;
+    // a gRPC answer has no length: its end is the trailers
+    header.remove_header("content-length");
+    ctx.status = Some(header.status.as_u16());
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_trailers(trailers).await
 }
 
 /// The whole request body, refused with 413 past `limit` bytes.

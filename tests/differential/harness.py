@@ -399,7 +399,15 @@ class Sidecar:
     """One portcullis process: SQLite in its own folder, proxy and admin
     listeners on ephemeral ports, the route policy above."""
 
-    def __init__(self, workdir: Path, upstream: str, trusted_proxies: list[str] | None = None, name: str = "portcullis"):
+    def __init__(
+        self,
+        workdir: Path,
+        upstream: str,
+        trusted_proxies: list[str] | None = None,
+        name: str = "portcullis",
+        upstream_protocol: str = "http1",
+        extra_routes: str = "",
+    ):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.bin = portcullis_bin()
@@ -424,6 +432,7 @@ listen = {toml_str(f"127.0.0.1:{self.admin_port}")}
 
 [upstream]
 address = {toml_str(upstream)}
+protocol = {toml_str(upstream_protocol)}
 connect_timeout_ms = 2000
 read_timeout_ms = 10000
 
@@ -437,7 +446,7 @@ login_per_account_per_minute = 0
 [log]
 format = "json"
 level = "info"
-{ROUTES_TOML}"""
+{extra_routes}{ROUTES_TOML}"""
         )
         self.proc: Proc | None = None
 
