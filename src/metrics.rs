@@ -31,7 +31,7 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "portcullis_requests_total",
         "Requests answered on the proxy listener",
-        &["route", "method", "status"],
+        &["route", "method", "status", "protocol"],
     )
 });
 
@@ -100,6 +100,7 @@ struct RequestSeries {
     route: Box<str>,
     method: &'static str,
     status: u16,
+    protocol: &'static str,
     count: IntCounter,
     seconds: Histogram,
 }
@@ -115,21 +116,36 @@ thread_local! {
     static DECISION_SERIES: RefCell<Vec<DecisionSeries>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The `protocol` label of a request: `grpc` for a gRPC call, else `h2` or `http1`.
+pub fn protocol_label(http2: bool, grpc: bool) -> &'static str {
+    match (http2, grpc) {
+        (_, true) => "grpc",
+        (true, false) => "h2",
+        (false, false) => "http1",
+    }
+}
+
 /// Counts one answered request in `REQUESTS` and `REQUEST_SECONDS`. The
 /// children are kept per thread, so the hot path scans a short list instead
 /// of formatting the status and hashing the labels on every request.
-pub fn observe_request(route: &str, method: &'static str, status: u16, seconds: f64) {
+/// `protocol` is `http1`, `h2` or `grpc` ([`protocol_label`]).
+pub fn observe_request(
+    route: &str,
+    method: &'static str,
+    status: u16,
+    protocol: &'static str,
+    seconds: f64,
+) {
     REQUEST_SERIES.with(|cell| {
         let mut series = cell.borrow_mut();
-        if let Some(s) = series
-            .iter()
-            .find(|s| s.status == status && s.method == method && &*s.route == route)
-        {
+        if let Some(s) = series.iter().find(|s| {
+            s.status == status && s.method == method && s.protocol == protocol && &*s.route == route
+        }) {
             s.count.inc();
             s.seconds.observe(seconds);
             return;
         }
-        let count = REQUESTS.with_label_values(&[route, method, &status.to_string()]);
+        let count = REQUESTS.with_label_values(&[route, method, &status.to_string(), protocol]);
         let hist = REQUEST_SECONDS.with_label_values(&[route]);
         count.inc();
         hist.observe(seconds);
@@ -138,6 +154,7 @@ pub fn observe_request(route: &str, method: &'static str, status: u16, seconds: 
                 route: route.into(),
                 method,
                 status,
+                protocol,
                 count,
                 seconds: hist,
             });
@@ -285,9 +302,9 @@ mod tests {
             .with_label_values(&["cached-route", "GET", "204"])
             .get();
         for _ in 0..3 {
-            observe_request("cached-route", "GET", 204, 0.001);
+            observe_request("cached-route", "GET", 204, "http1", 0.001);
         }
-        observe_request("cached-route", "GET", 404, 0.001);
+        observe_request("cached-route", "GET", 404, "http1", 0.001);
         assert_eq!(
             REQUESTS
                 .with_label_values(&["cached-route", "GET", "204"])

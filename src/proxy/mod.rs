@@ -297,7 +297,7 @@ impl ProxyHttp for Proxy {
             ),
         };
         let request_id = client::request_id(&http::HeaderMap::new());
-        metrics::observe_request("edge", "OTHER", err.status(), 0.0);
+        metrics::observe_request("edge", "OTHER", err.status(), "http1", 0.0);
         tracing::info!(
             target: "portcullis::access",
             request_id = %request_id,
@@ -514,7 +514,11 @@ impl ProxyHttp for Proxy {
         let method = metrics::method_label(&session.req_header().method);
         let route = ctx.route.as_str();
         let elapsed = ctx.start.elapsed();
-        metrics::observe_request(route, method, status, elapsed.as_secs_f64());
+        let protocol = metrics::protocol_label(
+            session.is_http2(),
+            crate::error::is_grpc(&session.req_header().headers),
+        );
+        metrics::observe_request(route, method, status, protocol, elapsed.as_secs_f64());
         let identity = ctx
             .who
             .as_deref()

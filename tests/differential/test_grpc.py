@@ -193,6 +193,21 @@ def test_http1_still_works_on_the_same_port(stack):
     assert st == 401 and body["error"]["code"] == "UNAUTHENTICATED"
 
 
+def test_grpc_calls_are_counted_under_their_protocol_with_the_refusals_http_status(stack):
+    sc, creds, ch = stack
+    ch.unary_unary("/demo.Echo/Unary")(b"hi", metadata=_bearer(creds.member_token), timeout=10)
+    with pytest.raises(grpc.RpcError):
+        ch.unary_unary("/demo.Echo/Unary")(b"hi", timeout=10)
+    st, _, text, _ = http_json(sc.admin_port, "GET", "/metrics")
+    assert st == 200
+    lines = [l for l in text.decode().splitlines() if l.startswith("portcullis_requests_total{")]
+    grpc_lines = [l for l in lines if 'protocol="grpc"' in l]
+    assert any('status="200"' in l for l in grpc_lines), lines
+    assert any('status="401"' in l for l in grpc_lines), lines
+    # the HTTP/1.1 request of the test above counts as http1
+    assert any('protocol="http1"' in l for l in lines), lines
+
+
 def test_an_upstream_that_is_down_is_unavailable(tmp_path_factory, require_binary, counterpart_missing):
     if grpc is None:
         counterpart_missing("grpcio (PyPI) is not installed")

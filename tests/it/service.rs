@@ -177,10 +177,15 @@ fn metrics_carry_the_documented_families_without_identifying_labels() {
     let of = |n: &str| -> Vec<&Sample> { samples.iter().filter(|s| s.name == n).collect() };
     let reqs = of("portcullis_requests_total");
     assert!(
-        reqs.iter().all(|s| ["route", "method", "status"]
-            .iter()
-            .all(|l| s.labels.contains_key(*l))),
+        reqs.iter()
+            .all(|s| ["route", "method", "status", "protocol"]
+                .iter()
+                .all(|l| s.labels.contains_key(*l))),
         "{reqs:?}"
+    );
+    assert!(
+        reqs.iter().all(|s| s.labels["protocol"] == "http1"),
+        "this test speaks HTTP/1.1 only: {reqs:?}"
     );
     assert!(
         reqs.iter()
