@@ -298,19 +298,20 @@ mod tests {
     #[test]
     fn cached_series_count_into_the_same_children() {
         init();
-        let before = REQUESTS
-            .with_label_values(&["cached-route", "GET", "204"])
-            .get();
+        let count = |protocol: &str| {
+            REQUESTS
+                .with_label_values(&["cached-route", "GET", "204", protocol])
+                .get()
+        };
+        let (before, before_h2) = (count("http1"), count("h2"));
         for _ in 0..3 {
             observe_request("cached-route", "GET", 204, "http1", 0.001);
         }
         observe_request("cached-route", "GET", 404, "http1", 0.001);
-        assert_eq!(
-            REQUESTS
-                .with_label_values(&["cached-route", "GET", "204"])
-                .get(),
-            before + 3
-        );
+        observe_request("cached-route", "GET", 204, "h2", 0.001);
+        assert_eq!(count("http1"), before + 3);
+        // the protocol is part of the series: an h2 request counts apart
+        assert_eq!(count("h2"), before_h2 + 1);
         let decisions = AUTH_DECISIONS.with_label_values(&["jwt", "cached-outcome"]);
         let before = decisions.get();
         auth_decision("jwt", "cached-outcome");
