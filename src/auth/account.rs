@@ -78,10 +78,9 @@ pub async fn patch_me(
         send_token(app, &user, OneTimeKind::EmailVerification).await?;
     }
     app.audit
-        .record(
+        .user_event(
             Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
+            &user,
             "profile.updated",
             "success",
             json!({ "emailChanged": email_changed }),
@@ -118,14 +117,7 @@ pub async fn change_password(
             .await?
     {
         app.audit
-            .record(
-                Some(req),
-                Some(user.tenant_id),
-                Some(user.id),
-                "password.change",
-                "failure",
-                json!({}),
-            )
+            .user_event(Some(req), &user, "password.change", "failure", json!({}))
             .await;
         return Err(Error::InvalidCredentials);
     }
@@ -140,10 +132,9 @@ pub async fn change_password(
         .revoke_user_sessions(user.id, identity.session_id, "password_changed")
         .await?;
     app.audit
-        .record(
+        .user_event(
             Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
+            &user,
             "password.changed",
             "success",
             json!({ "sessionsRevoked": revoked.len() }),
@@ -286,14 +277,7 @@ pub async fn verify_email(
             other => other.into(),
         })?;
     app.audit
-        .record(
-            Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
-            "email.verified",
-            "success",
-            json!({}),
-        )
+        .user_event(Some(req), &user, "email.verified", "success", json!({}))
         .await;
     Ok(Reply::ok(UserView::from(&user)))
 }
@@ -336,10 +320,9 @@ pub async fn forgot_password(
             return;
         }
         app.audit
-            .record(
+            .user_event(
                 Some(&req),
-                Some(user.tenant_id),
-                Some(user.id),
+                &user,
                 "password.reset_requested",
                 "success",
                 json!({}),
@@ -402,10 +385,9 @@ pub async fn reset_password(
         .revoke_user_sessions(user.id, None, "password_reset")
         .await?;
     app.audit
-        .record(
+        .user_event(
             Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
+            &user,
             "password.reset",
             "success",
             json!({ "sessionsRevoked": revoked.len() }),
@@ -435,14 +417,7 @@ pub async fn accept_invite(
         .set_email_verified(user.tenant_id, user.id)
         .await?;
     app.audit
-        .record(
-            Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
-            "invite.accepted",
-            "success",
-            json!({}),
-        )
+        .user_event(Some(req), &user, "invite.accepted", "success", json!({}))
         .await;
     Ok(Reply::ok(UserView::from(&user)))
 }

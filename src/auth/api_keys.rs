@@ -243,10 +243,9 @@ pub async fn create(
         })
         .await?;
     app.audit
-        .record(
+        .user_event(
             Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
+            &user,
             "api_key.created",
             "success",
             json!({
@@ -307,10 +306,9 @@ pub async fn revoke(
     }
     app.revocations.revoke(StoreEvent::ApiKey { id }).await;
     app.audit
-        .record(
+        .user_event(
             Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
+            &user,
             "api_key.revoked",
             "success",
             json!({ "keyId": id }),

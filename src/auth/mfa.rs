@@ -95,14 +95,7 @@ async fn wrong_code(app: &App, req: &AuthRequest, user: &User, kind: &str) -> Er
         return e;
     }
     app.audit
-        .record(
-            Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
-            kind,
-            "failure",
-            json!({}),
-        )
+        .user_event(Some(req), user, kind, "failure", json!({}))
         .await;
     Error::InvalidMfaCode
 }
@@ -248,14 +241,7 @@ async fn mfa_changed(app: &App, req: &AuthRequest, user: &User, kind: &str) {
         .revoke(StoreEvent::Mfa { user_id: user.id })
         .await;
     app.audit
-        .record(
-            Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
-            kind,
-            "success",
-            json!({}),
-        )
+        .user_event(Some(req), user, kind, "success", json!({}))
         .await;
 }
 
@@ -288,10 +274,9 @@ pub async fn regenerate_backup_codes(
     let (codes, hashes) = backup_codes(app).await?;
     app.store.replace_backup_codes(user.id, hashes).await?;
     app.audit
-        .record(
+        .user_event(
             Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
+            &user,
             "mfa.backup_codes_regenerated",
             "success",
             json!({}),
@@ -415,14 +400,7 @@ async fn verify_inner(
     }
     app.lockout.success(user.id).await?;
     app.audit
-        .record(
-            Some(req),
-            Some(user.tenant_id),
-            Some(user.id),
-            "login",
-            "success",
-            json!({ "mfa": true }),
-        )
+        .user_event(Some(req), &user, "login", "success", json!({ "mfa": true }))
         .await;
     issue_tokens(app, req, &user, &["pwd".to_string(), "otp".to_string()]).await
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::http_types::AuthRequest;
-use crate::store::{AuditEvent, Store};
+use crate::store::{AuditEvent, Store, User};
 use crate::vocab::now;
 
 /// The audit trail: a store to keep events in.
@@ -19,6 +19,26 @@ pub struct Audit {
 impl Audit {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Audit { store }
+    }
+
+    /// Records `kind` with `outcome` about `user`, in the user's tenant.
+    pub async fn user_event(
+        &self,
+        req: Option<&AuthRequest>,
+        user: &User,
+        kind: &str,
+        outcome: &str,
+        details: Value,
+    ) {
+        self.record(
+            req,
+            Some(user.tenant_id),
+            Some(user.id),
+            kind,
+            outcome,
+            details,
+        )
+        .await
     }
 
     /// Records `kind` with `outcome`; a store failure is logged, never answered.

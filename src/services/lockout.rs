@@ -54,10 +54,9 @@ impl Lockout {
             .await?;
         if let Some(until) = locked {
             self.audit
-                .record(
+                .user_event(
                     req,
-                    Some(user.tenant_id),
-                    Some(user.id),
+                    user,
                     "account.locked",
                     "locked",
                     json!({ "until": rfc3339(until) }),
