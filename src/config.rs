@@ -962,4 +962,16 @@ mod tests {
         let e = Config::from_sources("c.toml", "", &env).unwrap_err().0;
         assert!(e.ends_with("(set by PORTCULLIS_ADMIN__LISTEN)"), "{e}");
     }
+
+    #[test]
+    fn upstream_protocol_is_http1_or_h2c_and_nothing_else() {
+        assert_eq!(Config::default().upstream.protocol, UpstreamProtocol::Http1);
+        let h2c = Config::from_sources("t", "[upstream]\nprotocol = \"h2c\"\n", &[]).unwrap();
+        assert_eq!(h2c.upstream.protocol, UpstreamProtocol::H2c);
+        let e = Config::from_sources("t", "[upstream]\nprotocol = \"h2\"\n", &[])
+            .err()
+            .expect("h2 is refused")
+            .to_string();
+        assert!(e.contains("h2c") && e.contains("line 2"), "{e}");
+    }
 }
