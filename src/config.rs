@@ -969,8 +969,7 @@ mod tests {
         let h2c = Config::from_sources("t", "[upstream]\nprotocol = \"h2c\"\n", &[]).unwrap();
         assert_eq!(h2c.upstream.protocol, UpstreamProtocol::H2c);
         let e = Config::from_sources("t", "[upstream]\nprotocol = \"h2\"\n", &[])
-            .err()
-            .expect("h2 is refused")
+            .expect_err("h2 is refused")
             .to_string();
         assert!(e.contains("h2c") && e.contains("line 2"), "{e}");
     }
