@@ -73,6 +73,17 @@ pub struct ProxySection {
     pub otp_header: String,
     pub trusted_proxies: Vec<String>,
     pub max_auth_body_bytes: usize,
+    /// PEM certificate chain: with `tls_key_file`, TLS on the proxy listener.
+    pub tls_cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: String,
+}
+
+impl ProxySection {
+    /// Whether the proxy listener speaks TLS.
+    pub fn tls(&self) -> bool {
+        !self.tls_cert_file.is_empty()
+    }
 }
 
 impl Default for ProxySection {
@@ -88,6 +99,8 @@ impl Default for ProxySection {
             otp_header: "X-OTP".into(),
             trusted_proxies: Vec::new(),
             max_auth_body_bytes: 65536,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -110,11 +123,17 @@ impl Default for AdminSection {
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSection {
     pub address: String,
-    /// The protocol spoken to the upstream: `http1`, or `h2c` (HTTP/2 with
-    /// prior knowledge, what a gRPC server speaks in clear text).
+    /// The protocol spoken to the upstream: `http1`, `h2c` (HTTP/2 with
+    /// prior knowledge, what a gRPC server speaks in clear text) or `h2`
+    /// (HTTP/2 over TLS, by ALPN).
     pub protocol: UpstreamProtocol,
     pub tls: bool,
+    /// The TLS server name sent and verified; empty = the host of `address`.
+    #[serde(alias = "tls_server_name")]
     pub sni: String,
+    /// PEM file of the CAs that may sign the upstream's certificate; empty =
+    /// the system's roots.
+    pub ca_file: String,
     pub connect_timeout_ms: u64,
     pub read_timeout_ms: u64,
 }
@@ -126,6 +145,7 @@ impl Default for UpstreamSection {
             protocol: UpstreamProtocol::Http1,
             tls: false,
             sni: String::new(),
+            ca_file: String::new(),
             connect_timeout_ms: 2000,
             read_timeout_ms: 30000,
         }
@@ -138,6 +158,7 @@ impl Default for UpstreamSection {
 pub enum UpstreamProtocol {
     Http1,
     H2c,
+    H2,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -515,11 +536,32 @@ impl Config {
                 format!("`{}` is not host:port", self.upstream.address),
             );
         }
-        if self.upstream.tls {
+        match (self.upstream.protocol, self.upstream.tls) {
+            (UpstreamProtocol::H2, false) => {
+                return err(
+                    "upstream.protocol",
+                    "`h2` is HTTP/2 over TLS: set upstream.tls = true (or protocol = \"h2c\" for clear text)".into(),
+                );
+            }
+            (UpstreamProtocol::H2c, true) => {
+                return err(
+                    "upstream.protocol",
+                    "`h2c` is HTTP/2 in clear text: with upstream.tls = true use protocol = \"h2\""
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if !self.upstream.tls && !self.upstream.ca_file.is_empty() {
             return err(
-                "upstream.tls",
-                "this build has no TLS to the upstream; it runs in the same pod on plain HTTP"
-                    .into(),
+                "upstream.ca_file",
+                "is only read with upstream.tls = true".into(),
+            );
+        }
+        if self.proxy.tls_cert_file.is_empty() != self.proxy.tls_key_file.is_empty() {
+            return err(
+                "proxy.tls_cert_file",
+                "set both proxy.tls_cert_file and proxy.tls_key_file (TLS on) or neither".into(),
             );
         }
         let prefix = &self.proxy.auth_prefix;
@@ -964,13 +1006,49 @@ mod tests {
     }
 
     #[test]
-    fn upstream_protocol_is_http1_or_h2c_and_nothing_else() {
+    fn upstream_protocol_is_http1_h2c_or_h2_and_tls_agrees_with_it() {
         assert_eq!(Config::default().upstream.protocol, UpstreamProtocol::Http1);
         let h2c = Config::from_sources("t", "[upstream]\nprotocol = \"h2c\"\n", &[]).unwrap();
         assert_eq!(h2c.upstream.protocol, UpstreamProtocol::H2c);
-        let e = Config::from_sources("t", "[upstream]\nprotocol = \"h2\"\n", &[])
-            .expect_err("h2 is refused")
+        let h2 =
+            Config::from_sources("t", "[upstream]\nprotocol = \"h2\"\ntls = true\n", &[]).unwrap();
+        assert_eq!(h2.upstream.protocol, UpstreamProtocol::H2);
+        let e = Config::from_sources("t", "[upstream]\nprotocol = \"h3\"\n", &[])
+            .expect_err("h3 is refused")
             .to_string();
         assert!(e.contains("h2c") && e.contains("line 2"), "{e}");
+        for (text, says) in [
+            ("protocol = \"h2\"\n", "upstream.tls = true"),
+            ("protocol = \"h2c\"\ntls = true\n", "protocol = \"h2\""),
+            ("ca_file = \"/x.pem\"\n", "upstream.tls = true"),
+        ] {
+            let e = Config::from_sources("t", &format!("[upstream]\n{text}"), &[])
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        let alias = Config::from_sources(
+            "t",
+            "[upstream]\ntls = true\ntls_server_name = \"api.internal\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(alias.upstream.sni, "api.internal");
+    }
+
+    #[test]
+    fn proxy_tls_needs_both_files() {
+        let e = Config::from_sources("t", "[proxy]\ntls_cert_file = \"/c.pem\"\n", &[])
+            .expect_err("cert without key")
+            .to_string();
+        assert!(e.contains("proxy.tls_key_file"), "{e}");
+        let both = Config::from_sources(
+            "t",
+            "[proxy]\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        assert!(both.proxy.tls());
+        assert!(!Config::default().proxy.tls());
     }
 }

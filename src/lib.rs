@@ -23,5 +23,6 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod tenancy;
+pub mod tls;
 pub mod tokens;
 pub mod vocab;

@@ -1,7 +1,8 @@
 //! SIGHUP: re-read the config file `serve` was started with and swap in its
-//! `[[routes]]` and `log.level` without a restart and without touching open
-//! connections. A file that does not load or compile keeps the running
-//! policy; the log line says why. Every other setting needs a restart.
+//! `[[routes]]` and `log.level`, and the proxy listener's TLS certificate and
+//! key from their files, without a restart and without touching open
+//! connections. A file that does not load or compile keeps what runs; the
+//! log line says why. Every other setting needs a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -13,6 +14,7 @@ use pingora::services::background::BackgroundService;
 use crate::app::App;
 use crate::config::Config;
 use crate::pipeline::authz::RoutePolicies;
+use crate::tls::ServerCert;
 
 /// Sets the log filter from a level string (`info`, `debug`, …).
 pub type LevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -54,6 +56,8 @@ pub fn reload(app: &App) -> Result<usize, String> {
 /// Waits for SIGHUP and reloads, until shutdown.
 pub struct SighupReload {
     pub app: Arc<App>,
+    /// The proxy listener's certificate, when it speaks TLS.
+    pub server_cert: Option<Arc<ServerCert>>,
 }
 
 #[async_trait]
@@ -77,6 +81,12 @@ impl BackgroundService for SighupReload {
                     match reload(&self.app) {
                         Ok(routes) => tracing::info!(routes, "SIGHUP: reloaded [[routes]] and log.level"),
                         Err(e) => tracing::error!(error = %e, "SIGHUP: config not reloaded; the running policy stays"),
+                    }
+                    if let Some(cert) = &self.server_cert {
+                        match cert.reload() {
+                            Ok(()) => tracing::info!("SIGHUP: reloaded the proxy listener's TLS certificate"),
+                            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the one in use stays"),
+                        }
                     }
                 }
             }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
@@ -25,6 +26,7 @@ use crate::listeners::{self, Close, Listening};
 use crate::pipeline::authn::api_key::USE_FLUSH_INTERVAL;
 use crate::proxy::Proxy;
 use crate::proxy::admin::AdminApp;
+use crate::tls::ServerCert;
 
 /// Resolves `upstream.address` once; the hot path clones this peer.
 pub fn upstream_peer(app: &App) -> Result<HttpPeer, String> {
@@ -35,17 +37,52 @@ pub fn upstream_peer(app: &App) -> Result<HttpPeer, String> {
         .map_err(|e| format!("upstream.address `{}`: {e}", cfg.address))?
         .next()
         .ok_or_else(|| format!("upstream.address `{}` resolves to nothing", cfg.address))?;
-    let mut peer = HttpPeer::new(addr, false, cfg.sni.clone());
+    let mut peer = HttpPeer::new(addr, cfg.tls, server_name(cfg));
     peer.options.connection_timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
     peer.options.read_timeout = Some(Duration::from_millis(cfg.read_timeout_ms));
     peer.options.write_timeout = Some(Duration::from_millis(cfg.read_timeout_ms));
     peer.options.idle_timeout = Some(Duration::from_secs(60));
-    if cfg.protocol == UpstreamProtocol::H2c {
-        // HTTP/2 with prior knowledge: one connection carries many streams
-        peer.options.set_http_version(2, 2);
-        peer.options.max_h2_streams = 100;
+    match cfg.protocol {
+        UpstreamProtocol::Http1 => {}
+        // HTTP/2, with prior knowledge in clear text or by ALPN over TLS:
+        // one connection carries many streams
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+            peer.options.set_http_version(2, 2);
+            peer.options.max_h2_streams = 100;
+        }
+    }
+    if cfg.tls {
+        // pingora verifies nothing for a peer without a server name; ours
+        // always has one (the host of the address by default)
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
+        if !cfg.ca_file.is_empty() {
+            let mut roots = pingora::tls::RootCertStore::empty();
+            pingora::tls::load_ca_file_into_store(&cfg.ca_file, &mut roots)
+                .map_err(|e| format!("upstream.ca_file `{}`: {e}", cfg.ca_file))?;
+            if roots.is_empty() {
+                return Err(format!(
+                    "upstream.ca_file `{}` holds no PEM certificate",
+                    cfg.ca_file
+                ));
+            }
+        }
     }
     Ok(peer)
+}
+
+/// `upstream.sni`, or the host of `upstream.address`.
+fn server_name(cfg: &crate::config::UpstreamSection) -> String {
+    if !cfg.sni.is_empty() {
+        return cfg.sni.clone();
+    }
+    let host = cfg
+        .address
+        .rsplit_once(':')
+        .map_or(cfg.address.as_str(), |(host, _)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 fn threads(configured: usize) -> usize {
@@ -62,6 +99,7 @@ fn threads(configured: usize) -> usize {
 pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
     let cfg = app.config.clone();
     let peer = upstream_peer(&app)?;
+    let server_cert = ServerCert::load(&cfg.proxy)?;
     let proxy_socket = listeners::bind("proxy.listen", &cfg.proxy.listen)?;
     let admin_socket = listeners::bind("admin.listen", &cfg.admin.listen)?;
     let echo_socket = echo_listen
@@ -76,6 +114,9 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
         graceful_shutdown_timeout_seconds: Some(cfg.server.graceful_shutdown_timeout_seconds),
         pid_file: run_dir.join("pid").display().to_string(),
         upgrade_sock: run_dir.join("upgrade.sock").display().to_string(),
+        // the roots the upstream's certificate is verified against
+        ca_file: (cfg.upstream.tls && !cfg.upstream.ca_file.is_empty())
+            .then(|| cfg.upstream.ca_file.clone()),
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -93,7 +134,19 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
         options.h2c = true;
         logic.server_options = Some(options);
     }
-    proxy.add_tcp(&cfg.proxy.listen);
+    match &server_cert {
+        None => proxy.add_tcp(&cfg.proxy.listen),
+        Some(cert) => {
+            // TLS 1.2 and 1.3 (rustls), h2 or HTTP/1.1 by ALPN; the
+            // certificate is read through `cert` at every handshake
+            // the paths stay empty: the resolver replaces them
+            let mut tls =
+                TlsSettings::intermediate("", "").map_err(|e| format!("proxy TLS: {e}"))?;
+            tls.set_cert_resolver(cert.clone());
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&cfg.proxy.listen, None, tls);
+        }
+    }
     server.add_service(Listening::new(proxy, vec![proxy_socket], Close::AtShutdown));
 
     let mut admin = Service::new("admin".to_string(), AdminApp::new(app.clone()));
@@ -115,7 +168,10 @@ pub fn run(app: Arc<App>, echo_listen: Option<String>) -> Result<(), String> {
 
     let mut hup = background_service(
         "sighup-reload",
-        crate::reload::SighupReload { app: app.clone() },
+        crate::reload::SighupReload {
+            app: app.clone(),
+            server_cert,
+        },
     );
     hup.threads = Some(1);
     server.add_service(hup);

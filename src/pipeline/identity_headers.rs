@@ -291,7 +291,11 @@ pub fn upstream_edits(
         .get("x-forwarded-proto")
         .filter(|_| client.peer_trusted)
         .cloned()
-        .unwrap_or(HeaderValue::from_static("http"));
+        .unwrap_or(HeaderValue::from_static(if cfg.tls() {
+            "https"
+        } else {
+            "http"
+        }));
     edits.insert.push((FORWARDED_PROTO, proto));
     let forwarded_host = incoming
         .get("x-forwarded-host")

@@ -466,6 +466,16 @@ impl ProxyHttp for Proxy {
             ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
                 (Some(AuthError::UpstreamUnavailable), "connect")
             }
+            // upstream.tls: a certificate not signed by upstream.ca_file, a
+            // name that is not upstream.sni, no common protocol version
+            ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout
+            | ErrorType::InvalidCert
+            | ErrorType::HandshakeError
+                if e.esource() != &ErrorSource::Downstream =>
+            {
+                (Some(AuthError::UpstreamUnavailable), "tls")
+            }
             // a malformed chunk or framing found while the body streams
             ErrorType::InvalidHTTPHeader | ErrorType::Custom("InvalidChunk")
                 if e.esource() == &ErrorSource::Downstream =>

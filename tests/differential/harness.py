@@ -224,9 +224,13 @@ def send_raw(port: int, data: bytes, timeout: float = 15, head: bool = False) ->
         sock.close()
 
 
-def http_json(port: int, method: str, path: str, body=None, headers: dict | None = None, timeout: float = 30):
-    """A plain, well-formed request (setup calls: register, login, keys)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_json(port: int, method: str, path: str, body=None, headers: dict | None = None, timeout: float = 30, tls=None):
+    """A plain, well-formed request (setup calls: register, login, keys);
+    over TLS with `tls` (an `ssl.SSLContext`)."""
+    if tls is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    else:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
     try:
         hs = {"Content-Type": "application/json"} if body is not None else {}
         hs.update(headers or {})
@@ -407,11 +411,16 @@ class Sidecar:
         name: str = "portcullis",
         upstream_protocol: str = "http1",
         extra_routes: str = "",
+        proxy_extra: str = "",
+        upstream_extra: str = "",
+        tls=None,
     ):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.bin = portcullis_bin()
         self.name = name
+        # the client side of a TLS proxy listener (`proxy_extra` sets its files)
+        self.tls = tls
         self.proxy_port = free_port()
         self.admin_port = free_port()
         self.config = workdir / "portcullis.toml"
@@ -426,6 +435,7 @@ graceful_shutdown_timeout_seconds = 1
 listen = {toml_str(f"127.0.0.1:{self.proxy_port}")}
 default_policy = "authenticated"
 trusted_proxies = [{tp}]
+{proxy_extra}
 
 [admin]
 listen = {toml_str(f"127.0.0.1:{self.admin_port}")}
@@ -435,6 +445,7 @@ address = {toml_str(upstream)}
 protocol = {toml_str(upstream_protocol)}
 connect_timeout_ms = 2000
 read_timeout_ms = 10000
+{upstream_extra}
 
 [database]
 url = {toml_str("sqlite://" + str(workdir / "portcullis.db"))}
@@ -482,13 +493,13 @@ level = "info"
         )
 
     def register(self, email: str, password: str) -> dict:
-        st, body, raw, _ = http_json(self.proxy_port, "POST", "/auth/register", {"email": email, "password": password})
+        st, body, raw, _ = http_json(self.proxy_port, "POST", "/auth/register", {"email": email, "password": password}, tls=self.tls)
         if st != 201 or not body or "accessToken" not in body:
             raise RuntimeError(f"register {email}: {st} {raw[:300]!r}")
         return body
 
     def login(self, email: str, password: str) -> dict:
-        st, body, raw, _ = http_json(self.proxy_port, "POST", "/auth/login", {"email": email, "password": password})
+        st, body, raw, _ = http_json(self.proxy_port, "POST", "/auth/login", {"email": email, "password": password}, tls=self.tls)
         if st != 200 or not body or "accessToken" not in body:
             raise RuntimeError(f"login {email}: {st} {raw[:300]!r}")
         return body
@@ -501,7 +512,7 @@ level = "info"
 
     def api_key(self, token: str) -> str:
         st, body, raw, _ = http_json(
-            self.proxy_port, "POST", "/auth/api-keys", {"name": "differential"}, {"Authorization": f"Bearer {token}"}
+            self.proxy_port, "POST", "/auth/api-keys", {"name": "differential"}, {"Authorization": f"Bearer {token}"}, tls=self.tls
         )
         if st != 201 or not body or "key" not in body:
             raise RuntimeError(f"api key: {st} {raw[:300]!r}")
