@@ -2,7 +2,10 @@
 protocol library (PyPI), sent with prior knowledge to the proxy listener.
 The rules the HTTP/1 edge tests prove hold here too: `:authority` stands for
 `Host` and may not disagree with it, one credential per request, the path
-rules, and a refusal never reaches the upstream.
+rules, and a refusal never reaches the upstream. And RFC 9113's own: an
+upper-case field name or a connection-specific field (`connection`,
+`keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade`, `te` other
+than `trailers`) is a PROTOCOL_ERROR (h2spec is not packaged here).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class Answer:
         self.headers: dict[str, str] = {}
         self.body = b""
         self.reset = False
+        # the HTTP/2 error code of the RST_STREAM or GOAWAY that ended it
+        self.reset_code: int | None = None
 
 
 def send(port: int, headers: list[tuple[str, str]], body: bytes = b"") -> Answer:
@@ -63,6 +68,7 @@ def send(port: int, headers: list[tuple[str, str]], body: bytes = b"") -> Answer
                     done = True
                 elif isinstance(ev, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
                     answer.reset = answer.status is None
+                    answer.reset_code = int(ev.error_code)
                     done = True
             sock.sendall(conn.data_to_send())
     finally:
@@ -136,3 +142,37 @@ def test_a_route_policy_is_chosen_under_every_reading_over_h2(sidecar):
     for path in ("/admin-area/x", "/ADMIN-AREA/x", "/public/../admin-area/x"):
         a = send(sc.proxy_port, base(sc.proxy_port, path=path) + [("authorization", f"Bearer {creds.member_token}")])
         assert a.status in (400, 403), (path, a.status, a.body)
+
+
+PROTOCOL_ERROR = 0x1
+
+
+@pytest.mark.parametrize("name", ["Authorization", "X-Forged"])
+def test_an_upper_case_header_name_is_a_protocol_error(sidecar, name):
+    """RFC 9113 §8.2.1: field names are lower case; one that is not makes the
+    request malformed (the sidecar ends the connection with PROTOCOL_ERROR)."""
+    sc, creds = sidecar
+    value = f"Bearer {creds.member_token}" if name == "Authorization" else "1"
+    extra = [(name, value)] if name == "Authorization" else [("authorization", f"Bearer {creds.member_token}"), (name, value)]
+    a = send(sc.proxy_port, base(sc.proxy_port) + extra)
+    assert a.reset and a.reset_code == PROTOCOL_ERROR, (name, a.status, a.reset_code)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [("connection", "keep-alive"), ("keep-alive", "timeout=5"), ("proxy-connection", "keep-alive"), ("transfer-encoding", "chunked"), ("upgrade", "websocket"), ("te", "gzip")],
+)
+def test_a_connection_specific_header_is_a_protocol_error(sidecar, header):
+    """RFC 9113 §8.2.2: connection-specific fields (and `te` other than
+    `trailers`) make an h2 request malformed: the stream is reset with
+    PROTOCOL_ERROR and nothing is answered or forwarded."""
+    sc, creds = sidecar
+    a = send(sc.proxy_port, base(sc.proxy_port) + [("authorization", f"Bearer {creds.member_token}"), header])
+    assert a.reset and a.reset_code == PROTOCOL_ERROR, (header, a.status, a.reset_code)
+
+
+def test_te_trailers_is_allowed(sidecar):
+    sc, creds = sidecar
+    a = send(sc.proxy_port, base(sc.proxy_port) + [("authorization", f"Bearer {creds.member_token}"), ("te", "trailers")])
+    # past the edge, on to the (absent) upstream
+    assert a.status == 502 and error_code(a) == "UPSTREAM_UNAVAILABLE"
