@@ -15,6 +15,7 @@ use crate::notify::Webhook;
 use crate::pipeline::Pipeline;
 use crate::pipeline::authn::Authenticators;
 use crate::pipeline::authn::api_key::ApiKeyAuthenticator;
+use crate::pipeline::authn::external::ExternalIssuers;
 use crate::pipeline::authn::jwt::JwtAuthenticator;
 use crate::pipeline::otp::OtpStepUp;
 use crate::revocations::Revocations;
@@ -96,7 +97,10 @@ impl App {
             audit.clone(),
             config.lockout.clone(),
         ));
-        let jwt = Arc::new(JwtAuthenticator::new(&config, store.clone(), keys.clone()));
+        let external = ExternalIssuers::new(&config, store.clone(), tenants.clone())?;
+        let jwt = Arc::new(
+            JwtAuthenticator::new(&config, store.clone(), keys.clone()).with_external(external),
+        );
         let api_keys = Arc::new(ApiKeyAuthenticator::new(
             store.clone(),
             config.cache.max_entries,

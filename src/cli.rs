@@ -397,6 +397,7 @@ fn demo(config_path: Option<&Path>) -> CliResult {
             credentials: vec![
                 crate::vocab::CredentialKind::Jwt,
                 crate::vocab::CredentialKind::ApiKey,
+                crate::vocab::CredentialKind::Oidc,
             ],
         });
     }

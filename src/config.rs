@@ -30,6 +30,9 @@ pub struct Config {
     pub log: LogSection,
     pub passwords: PasswordsSection,
     pub routes: Vec<RouteConfig>,
+    /// External OpenID Providers whose access tokens the proxy path accepts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub issuers: Vec<IssuerConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -405,6 +408,79 @@ impl Default for PasswordsSection {
     }
 }
 
+/// One `[[issuers]]` entry: an external OpenID Provider whose JWT access
+/// tokens are accepted on the proxy path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuerConfig {
+    /// Names the issuer in logs and metrics, and is the `X-Auth-Method` value.
+    pub name: String,
+    /// The `iss` of its tokens, exactly; discovery is read from
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The key set's URL; empty = the `jwks_uri` of the discovery document.
+    pub jwks_url: String,
+    /// PEM CAs for an `https://` issuer with a private CA; empty = system roots.
+    pub ca_file: String,
+    /// Accepted `aud` values (any of them); at least one.
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms; asymmetric only.
+    pub algorithms: Vec<String>,
+    pub leeway_seconds: u64,
+    /// `at+jwt`: only RFC 9068 access tokens (`typ: at+jwt`); `any`: also
+    /// plain JWTs (`typ: JWT` or none), as Keycloak and Auth0 issue them.
+    pub token_type: String,
+    /// Put before `sub` in `X-Auth-User-Id` (`{name}:` when empty).
+    pub subject_prefix: String,
+    /// A token whose verified email belongs to a local user of the tenant
+    /// speaks for that user (its id, roles and permissions).
+    pub link_by_email: bool,
+    /// Dot path of the claim holding the roles (`realm_access.roles`,
+    /// `groups`); empty = no roles.
+    pub roles_claim: String,
+    /// Dot path of the claim naming the tenant (slug or id); empty = `tenant`.
+    pub tenant_claim: String,
+    /// The tenant of every token (slug or id); empty = tenancy.default_tenant.
+    pub tenant: String,
+    /// The token's scopes (`scope` or `scp`) become its permissions.
+    pub scopes_as_permissions: bool,
+    /// Unknown `kid`s refetch the key set at most this often.
+    pub jwks_refresh_interval_seconds: u64,
+    /// How long a key set is kept when its answer has no `Cache-Control: max-age`.
+    pub jwks_cache_seconds: u64,
+    /// Deadline of one discovery or key-set request.
+    pub fetch_timeout_ms: u64,
+}
+
+impl Default for IssuerConfig {
+    fn default() -> Self {
+        Self {
+            name: "oidc".into(),
+            issuer: String::new(),
+            jwks_url: String::new(),
+            ca_file: String::new(),
+            audiences: Vec::new(),
+            algorithms: vec!["RS256".into(), "ES256".into()],
+            leeway_seconds: 30,
+            token_type: "at+jwt".into(),
+            subject_prefix: String::new(),
+            link_by_email: false,
+            roles_claim: String::new(),
+            tenant_claim: String::new(),
+            tenant: String::new(),
+            scopes_as_permissions: true,
+            jwks_refresh_interval_seconds: 30,
+            jwks_cache_seconds: 300,
+            fetch_timeout_ms: 3000,
+        }
+    }
+}
+
+/// The algorithms `[[issuers]].algorithms` may name.
+pub const ISSUER_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -434,7 +510,11 @@ fn default_route_auth() -> AuthMode {
 }
 
 fn default_credentials() -> Vec<CredentialKind> {
-    vec![CredentialKind::Jwt, CredentialKind::ApiKey]
+    vec![
+        CredentialKind::Jwt,
+        CredentialKind::ApiKey,
+        CredentialKind::Oidc,
+    ]
 }
 
 /// Where the store lives, from `database.url`.
@@ -609,7 +689,13 @@ impl Config {
                 ),
             );
         }
-        crate::notify::Webhook::parse(&self.notifications.webhook_url).map_err(ConfigError)?;
+        if !self.notifications.webhook_url.trim().is_empty() {
+            crate::outbound::check_url(
+                "notifications.webhook_url",
+                &self.notifications.webhook_url,
+            )
+            .map_err(ConfigError)?;
+        }
         if self.jwt.access_ttl_seconds == 0 || self.jwt.refresh_ttl_seconds == 0 {
             return err("jwt", "token lifetimes must be positive".into());
         }
@@ -677,6 +763,56 @@ impl Config {
                 return err(
                     &key,
                     "a public route cannot require permissions, roles or an OTP".into(),
+                );
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, iss) in self.issuers.iter().enumerate() {
+            let key = format!("issuers[{i}] ({})", iss.name);
+            if iss.name.is_empty()
+                || !iss
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return err(&key, "`name` must be letters, digits, `-` or `_`".into());
+            }
+            if !names.insert(iss.name.as_str()) {
+                return err(&key, "two issuers have this name".into());
+            }
+            crate::outbound::check_url(&format!("{key} issuer"), &iss.issuer)
+                .map_err(ConfigError)?;
+            if !iss.jwks_url.is_empty() {
+                crate::outbound::check_url(&format!("{key} jwks_url"), &iss.jwks_url)
+                    .map_err(ConfigError)?;
+            }
+            if iss.issuer == self.jwt.issuer {
+                return err(&key, "issuer is this sidecar's own jwt.issuer".into());
+            }
+            if iss.audiences.iter().all(|a| a.trim().is_empty()) {
+                return err(&key, "`audiences` must name at least one audience".into());
+            }
+            if iss.algorithms.is_empty() {
+                return err(&key, "`algorithms` must name at least one".into());
+            }
+            for a in &iss.algorithms {
+                if !ISSUER_ALGORITHMS.contains(&a.as_str()) {
+                    return err(
+                        &key,
+                        format!(
+                            "algorithm `{a}` is not one of {}",
+                            ISSUER_ALGORITHMS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if iss.token_type != "at+jwt" && iss.token_type != "any" {
+                return err(&key, "`token_type` is `at+jwt` or `any`".into());
+            }
+            if iss.jwks_refresh_interval_seconds == 0 || iss.fetch_timeout_ms == 0 {
+                return err(
+                    &key,
+                    "jwks_refresh_interval_seconds and fetch_timeout_ms must be positive".into(),
                 );
             }
         }
@@ -980,7 +1116,7 @@ mod tests {
         let ok = "[[routes]]\nname = \"p\"\npath = \"/public/**\"\nauth = \"public\"\n";
         let c = Config::from_sources("t", ok, &[]).unwrap();
         assert_eq!(c.routes[0].auth, AuthMode::Public);
-        assert_eq!(c.routes[0].credentials.len(), 2);
+        assert_eq!(c.routes[0].credentials.len(), 3);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod http_types;
 pub mod listeners;
 pub mod metrics;
 pub mod notify;
+pub mod outbound;
 pub mod pipeline;
 pub mod proxy;
 pub mod reload;

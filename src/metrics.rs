@@ -65,6 +65,22 @@ pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static OIDC_JWKS_FETCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "portcullis_oidc_jwks_fetches_total",
+        "Discovery and key-set fetches from the [[issuers]] providers",
+        &["issuer", "result"],
+    )
+});
+
+pub static OIDC_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "portcullis_oidc_token_verifications_total",
+        "External access tokens verified (cache misses)",
+        &["issuer", "result"],
+    )
+});
+
 pub static AUTH_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "portcullis_auth_decisions_total",
@@ -251,6 +267,8 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_SECONDS);
     LazyLock::force(&UPSTREAM_ERRORS);
     LazyLock::force(&AUTH_DECISIONS);
+    LazyLock::force(&OIDC_JWKS_FETCHES);
+    LazyLock::force(&OIDC_TOKENS);
     LazyLock::force(&AUTH_CACHE);
     LazyLock::force(&LOGINS);
     LazyLock::force(&TOKEN_REFRESHES);

@@ -4,14 +4,12 @@
 //! attempts with back-off), never blocking the request. The sidecar sends no
 //! email itself. In `portcullis demo` the token is also logged.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
-use pingora::upstreams::peer::HttpPeer;
 use serde::Serialize;
+
+use crate::outbound::Endpoint;
 
 const ATTEMPTS: u32 = 3;
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,12 +28,11 @@ pub struct Notification {
     pub expires_at: String,
 }
 
-/// Where notifications go: `http://host:port/path` (plain HTTP: the receiver
-/// runs next to the sidecar; use a local relay for anything remote).
+/// Where notifications go: `http://host:port/path`, or `https://` verified
+/// against the system's roots.
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    uri: http::Uri,
-    authority: String,
+    endpoint: Endpoint,
 }
 
 impl Webhook {
@@ -44,26 +41,9 @@ impl Webhook {
         if url.trim().is_empty() {
             return Ok(None);
         }
-        let uri: http::Uri = url
-            .trim()
-            .parse()
-            .map_err(|e| format!("notifications.webhook_url: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(
-                "notifications.webhook_url: only http:// is supported in this build".into(),
-            );
-        }
-        let authority = uri
-            .authority()
-            .ok_or("notifications.webhook_url: no host")?
-            .as_str()
-            .to_string();
-        let authority = if authority.contains(':') {
-            authority
-        } else {
-            format!("{authority}:80")
-        };
-        Ok(Some(Webhook { uri, authority }))
+        Ok(Some(Webhook {
+            endpoint: Endpoint::parse("notifications.webhook_url", url, "")?,
+        }))
     }
 }
 
@@ -102,54 +82,17 @@ pub fn send(webhook: Option<&Webhook>, n: Notification, log_token: bool) {
 }
 
 async fn post(hook: &Webhook, body: Bytes) -> Result<u16, String> {
-    let addr: SocketAddr = tokio::net::lookup_host(&hook.authority)
-        .await
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("webhook host resolves to nothing")?;
-    let peer = HttpPeer::new(addr, false, String::new());
-    let connector = Connector::new(None);
-    let (mut session, _) = connector
-        .get_http_session(&peer)
-        .await
-        .map_err(|e| e.to_string())?;
-    let path = hook.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut req =
-        RequestHeader::build("POST", path.as_bytes(), Some(4)).map_err(|e| e.to_string())?;
-    let host = hook.uri.authority().map(|a| a.as_str()).unwrap_or_default();
-    for (name, value) in [
-        ("host", host.to_string()),
-        ("content-type", "application/json".to_string()),
-        ("content-length", body.len().to_string()),
-        (
-            "user-agent",
-            format!("portcullis/{}", env!("CARGO_PKG_VERSION")),
-        ),
-    ] {
-        req.insert_header(name, value).map_err(|e| e.to_string())?;
-    }
-    session
-        .write_request_header(Box::new(req))
-        .await
-        .map_err(|e| e.to_string())?;
-    session
-        .write_request_body(body, true)
-        .await
-        .map_err(|e| e.to_string())?;
-    session
-        .finish_request_body()
-        .await
-        .map_err(|e| e.to_string())?;
-    session
-        .read_response_header()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = session
-        .response_header()
-        .map(|h| h.status.as_u16())
-        .unwrap_or(0);
-    while let Ok(Some(_)) = session.read_response_body().await {}
-    Ok(status)
+    let answer = hook
+        .endpoint
+        .send(
+            "POST",
+            &[("content-type", "application/json")],
+            Some(body),
+            TIMEOUT,
+            64 * 1024,
+        )
+        .await?;
+    Ok(answer.status)
 }
 
 #[cfg(test)]
@@ -162,10 +105,9 @@ mod tests {
         let w = Webhook::parse("http://127.0.0.1:9000/hooks/x")
             .unwrap()
             .unwrap();
-        assert_eq!(w.authority, "127.0.0.1:9000");
-        let w = Webhook::parse("http://hooks.local/x").unwrap().unwrap();
-        assert_eq!(w.authority, "hooks.local:80");
-        assert!(Webhook::parse("https://example.com/x").is_err());
+        assert_eq!(w.endpoint.url(), "http://127.0.0.1:9000/hooks/x");
+        assert!(Webhook::parse("https://example.com/x").unwrap().is_some());
+        assert!(Webhook::parse("ftp://example.com/x").is_err());
         assert!(Webhook::parse("not a url").is_err());
     }
 }

@@ -3,6 +3,8 @@
 //! was ([`CredentialKind`]), and the clock ([`now`]). A leaf: it imports no
 //! module of this crate.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -12,6 +14,8 @@ use uuid::Uuid;
 pub enum CredentialKind {
     Jwt,
     ApiKey,
+    /// An access token of an external OpenID Provider (`[[issuers]]`).
+    Oidc,
 }
 
 impl CredentialKind {
@@ -19,8 +23,20 @@ impl CredentialKind {
         match self {
             CredentialKind::Jwt => "jwt",
             CredentialKind::ApiKey => "api_key",
+            CredentialKind::Oidc => "oidc",
         }
     }
+}
+
+/// Where an external issuer's token came from, and whom it names when it is
+/// not one of our users.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExternalOrigin {
+    /// `[[issuers]].name`: the `X-Auth-Method` of its tokens.
+    pub issuer: Arc<str>,
+    /// The `X-Auth-User-Id` of a token not linked to a local user: the
+    /// issuer's subject prefix and `sub`. `None`: `user_id` is the local user.
+    pub subject: Option<String>,
 }
 
 /// Who a verified credential speaks for. Plain data: two identities are
@@ -40,6 +56,28 @@ pub struct Identity {
     pub key_id: Option<Uuid>,
     /// The credential proved a second factor (`amr` has `otp`).
     pub mfa: bool,
+    /// Set for an external issuer's token.
+    pub external: Option<Arc<ExternalOrigin>>,
+}
+
+impl Identity {
+    /// The `X-Auth-User-Id` value: the local user's id, or an external subject.
+    pub fn subject(&self) -> String {
+        match self.external.as_deref() {
+            Some(ExternalOrigin {
+                subject: Some(s), ..
+            }) => s.clone(),
+            _ => self.user_id.hyphenated().to_string(),
+        }
+    }
+
+    /// The `X-Auth-Method` value: `jwt`, `api_key`, or the external issuer's name.
+    pub fn method_name(&self) -> &str {
+        match &self.external {
+            Some(e) => &e.issuer,
+            None => self.method.as_str(),
+        }
+    }
 }
 
 /// Current time in Unix seconds: the one clock of the crate.

@@ -72,7 +72,11 @@ impl RoutePolicies {
                 permissions: Vec::new(),
                 roles: Vec::new(),
                 require_otp: false,
-                credentials: vec![CredentialKind::Jwt, CredentialKind::ApiKey],
+                credentials: vec![
+                    CredentialKind::Jwt,
+                    CredentialKind::ApiKey,
+                    CredentialKind::Oidc,
+                ],
             },
         })
     }
@@ -201,6 +205,7 @@ mod tests {
             session_id: None,
             key_id: None,
             mfa: false,
+            external: None,
         }
     }
 

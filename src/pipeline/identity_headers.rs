@@ -194,10 +194,16 @@ fn render(id: &Identity) -> Rendered {
         }
     };
     let mut uuid = uuid::Uuid::encode_buffer();
-    set(
-        Field::UserId,
-        id.user_id.hyphenated().encode_lower(&mut uuid),
-    );
+    match id.external.as_deref() {
+        Some(crate::vocab::ExternalOrigin {
+            subject: Some(subject),
+            ..
+        }) => set(Field::UserId, subject),
+        _ => set(
+            Field::UserId,
+            id.user_id.hyphenated().encode_lower(&mut uuid),
+        ),
+    }
     set(
         Field::TenantId,
         id.tenant_id.hyphenated().encode_lower(&mut uuid),
@@ -205,7 +211,7 @@ fn render(id: &Identity) -> Rendered {
     set(Field::Email, &id.email);
     set(Field::Roles, &id.roles.join(","));
     set(Field::Permissions, &id.permissions.join(","));
-    set(Field::Method, id.method.as_str());
+    set(Field::Method, id.method_name());
     if let Some(sid) = id.session_id {
         set(Field::SessionId, sid.hyphenated().encode_lower(&mut uuid));
     }
@@ -393,6 +399,7 @@ mod tests {
             session_id: Some(uuid::Uuid::nil()),
             key_id: None,
             mfa: false,
+            external: None,
         };
         let id = Authenticated::new(id);
         let e = upstream_edits(
@@ -431,6 +438,7 @@ mod tests {
             session_id: None,
             key_id: None,
             mfa: false,
+            external: None,
         };
         let id = Authenticated::new(id);
         let has_mfa = |v: &[(HeaderName, HeaderValue)]| v.iter().any(|(n, _)| n == "x-auth-mfa");
@@ -472,6 +480,7 @@ mod tests {
             session_id: None,
             key_id: Some(kid),
             mfa: false,
+            external: None,
         };
         let id = Authenticated::new(id);
         // forward_authorization = true (the default) does not forward a key

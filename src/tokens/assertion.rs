@@ -26,7 +26,8 @@ pub const ASSERTION_TTL_SECONDS: i64 = 60;
 pub struct AssertionClaims {
     pub iss: String,
     pub aud: String,
-    pub sub: Uuid,
+    /// The user's id, or an external issuer's subject (`X-Auth-User-Id`).
+    pub sub: String,
     pub tid: Uuid,
     pub jti: Uuid,
     pub iat: i64,
@@ -38,7 +39,7 @@ pub struct AssertionClaims {
     /// RFC 8176 methods of a JWT session (`pwd`, `otp`); empty for an API key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
-    /// `jwt` or `api_key`.
+    /// `jwt`, `api_key` or an external issuer's name.
     pub method: String,
     /// The session of a JWT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,12 +54,12 @@ impl AssertionClaims {
         let amr = match identity.method {
             CredentialKind::Jwt if identity.mfa => vec!["pwd".into(), "otp".into()],
             CredentialKind::Jwt => vec!["pwd".into()],
-            CredentialKind::ApiKey => Vec::new(),
+            CredentialKind::ApiKey | CredentialKind::Oidc => Vec::new(),
         };
         AssertionClaims {
             iss: config.jwt.issuer.clone(),
             aud: config.proxy.assertion_audience.clone(),
-            sub: identity.user_id,
+            sub: identity.subject(),
             tid: identity.tenant_id,
             jti: Uuid::new_v4(),
             iat: at,
@@ -68,7 +69,7 @@ impl AssertionClaims {
             roles: identity.roles.clone(),
             perms: identity.permissions.clone(),
             amr,
-            method: identity.method.as_str().to_string(),
+            method: identity.method_name().to_string(),
             sid: identity.session_id,
             api_key_id: identity.key_id,
         }
@@ -144,6 +145,7 @@ mod tests {
             session_id: None,
             key_id: Some(Uuid::now_v7()),
             mfa: false,
+            external: None,
         };
         let assertions = Assertions::new(10);
         let token = assertions.for_identity(&ring, &config, &identity).unwrap();
@@ -165,7 +167,7 @@ mod tests {
         )
         .unwrap()
         .claims;
-        assert_eq!(claims.sub, identity.user_id);
+        assert_eq!(claims.sub, identity.user_id.to_string());
         assert_eq!(claims.method, "api_key");
         assert_eq!(claims.api_key_id, identity.key_id);
         assert_eq!(claims.exp - claims.iat, 60);

@@ -65,7 +65,11 @@ fn documented_keys(doc: &str) -> BTreeSet<String> {
 fn every_config_key_is_documented_with_its_default() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
-    std::fs::write(&file, "[[routes]]\nname = \"r\"\npath = \"/r/**\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[[routes]]\nname = \"r\"\npath = \"/r/**\"\n\n[[issuers]]\nissuer = \"https://idp.example\"\naudiences = [\"api\"]\n",
+    )
+    .unwrap();
     let effective: toml::Table = run(&["config", "check", "--config", file.to_str().unwrap()])
         .parse()
         .expect("config check prints TOML");
@@ -73,13 +77,16 @@ fn every_config_key_is_documented_with_its_default() {
 
     let mut keys = BTreeSet::new();
     for (section, value) in &effective {
-        if section == "routes" {
-            let route = value.as_array().unwrap()[0].as_table().unwrap();
-            for (key, default) in route {
-                let name = format!("routes[].{key}");
+        // the arrays of tables: their keys, with defaults but for the required ones
+        if section == "routes" || section == "issuers" {
+            let entry = value.as_array().unwrap()[0].as_table().unwrap();
+            for (key, default) in entry {
+                let name = format!("{section}[].{key}");
                 let cells = row(&doc, &name)
                     .unwrap_or_else(|| panic!("docs/configuration.md lacks {name}"));
-                if key != "name" && key != "path" {
+                if !["name", "path", "issuer", "audiences"].contains(&key.as_str())
+                    || (section == "issuers" && key == "name")
+                {
                     assert_eq!(cells[1], format!("`{default}`"), "default of {name}");
                 }
                 keys.insert(name);
@@ -105,7 +112,10 @@ fn every_config_key_is_documented_with_its_default() {
     );
     // the commented default file lists every key too
     let shipped = read("config/portcullis.toml");
-    for key in keys.iter().filter(|k| !k.starts_with("routes[]")) {
+    for key in keys
+        .iter()
+        .filter(|k| !k.starts_with("routes[]") && !k.starts_with("issuers[]"))
+    {
         let field = key.split('.').nth(1).unwrap();
         assert!(
             shipped.contains(&format!("\n{field} = ")),
@@ -118,7 +128,13 @@ fn every_config_key_is_documented_with_its_default() {
 fn every_metric_is_documented_and_every_documented_metric_exists() {
     // families with labels show once a series exists: traffic of every kind
     // (the upstream is down, so the upstream error counter moves too)
-    let sc = Sidecar::start(Opts::new().upstream(&dead_address()));
+    // and an external issuer whose keys cannot be fetched, shown one token
+    let issuer = format!("http://{}/idp", dead_address());
+    let sc = Sidecar::start(Opts::new().upstream(&dead_address()).raw_toml(&format!(
+        "[[issuers]]\nissuer = {}\njwks_url = {}\naudiences = [\"api\"]\nfetch_timeout_ms = 500\n",
+        toml_str(&issuer),
+        toml_str(&format!("{issuer}/jwks"))
+    )));
     let user = sc.new_user();
     assert_status(&sc.login(&user.email, &user.password), 200);
     let r = sc.post(
@@ -129,6 +145,16 @@ fn every_metric_is_documented_and_every_documented_metric_exists() {
     assert_status(&r, 200);
     sc.get("/api/x", Some(&user.access));
     sc.get("/public/x", None);
+    let b64 = |v: serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let external = format!(
+        "{}.{}.c2ln",
+        b64(json!({"alg": "RS256", "typ": "at+jwt", "kid": "k1"})),
+        b64(json!({"iss": issuer, "sub": "s", "aud": "api", "exp": 4102444800u64}))
+    );
+    assert_status(&sc.get("/api/x", Some(&external)), 401);
     let scrape = sc.admin_get("/metrics").body;
     let live: BTreeSet<String> = scrape
         .lines()

@@ -1,5 +1,6 @@
 //! The JWT authenticator: a moka cache of verified access tokens in front of
-//! signature verification and the session check. A hit costs no crypto and
+//! signature verification and the session check (or, for a token of an
+//! `[[issuers]]` provider, its verification by [`ExternalIssuers`]). A hit costs no crypto and
 //! no store access; revoked sessions are remembered so a cached token dies at once.
 //! The cache keys on the token's SHA-256 and the tokens of one session share
 //! one [`Identity`], so an entry costs ~100 bytes beyond moka's own bookkeeping.
@@ -11,6 +12,7 @@ use moka::sync::Cache;
 use uuid::Uuid;
 
 use super::credential::{Authenticated, Authenticator, Digest, Verified, digest};
+use super::external::ExternalIssuers;
 use crate::config::{Config, JwtSection};
 use crate::error::Error;
 use crate::metrics;
@@ -32,6 +34,8 @@ pub struct JwtAuthenticator {
     /// Sessions revoked while their tokens may still be cached or alive.
     revoked: Cache<Uuid, ()>,
     leeway: i64,
+    /// `[[issuers]]`: tokens whose `iss` names one are verified by it.
+    external: Option<Arc<ExternalIssuers>>,
 }
 
 impl JwtAuthenticator {
@@ -59,7 +63,14 @@ impl JwtAuthenticator {
                 .time_to_live(token_lifetime + Duration::from_secs(leeway))
                 .build(),
             leeway: leeway as i64,
+            external: None,
         }
+    }
+
+    /// Also accepts the access tokens of these external issuers.
+    pub fn with_external(mut self, external: Option<Arc<ExternalIssuers>>) -> Self {
+        self.external = external;
+        self
     }
 
     async fn verify(&self, token: &str) -> Result<Arc<Authenticated>, Error> {
@@ -79,6 +90,22 @@ impl JwtAuthenticator {
             return Ok(who);
         }
         metrics::JWT_CACHE_MISS.inc();
+        if let Some(external) = &self.external
+            && let Some(issuer) = external.issuer_of(token)
+        {
+            // boxed: a cache miss of an external token may fetch keys, and
+            // its future is too deep to nest inline in every request's
+            let verified = Box::pin(external.verify(issuer, token)).await?;
+            let who = Authenticated::new(verified.identity);
+            self.verified.insert(
+                key,
+                Verified {
+                    who: who.clone(),
+                    expires_at: verified.expires_at,
+                },
+            );
+            return Ok(who);
+        }
         let claims = tokens::verify(&self.keys, &self.cfg, token).await?;
         if self.revoked.contains_key(&claims.sid) {
             return Err(Error::TokenRevoked);
@@ -100,6 +127,7 @@ impl JwtAuthenticator {
             session_id: Some(claims.sid),
             key_id: None,
             mfa: claims.amr.iter().any(|m| m == "otp"),
+            external: None,
         };
         let who = match self.sessions.get(&claims.sid) {
             Some(shared) if *shared.identity == identity => shared,

@@ -14,6 +14,7 @@ use crate::vocab::CredentialKind;
 
 pub mod api_key;
 pub mod credential;
+pub mod external;
 pub mod jwt;
 
 use api_key::ApiKeyAuthenticator;
@@ -46,12 +47,18 @@ impl Authenticators {
         }
     }
 
-    /// Any valid credential, JWT or API key (`GET /auth/me`): 401
-    /// `UNAUTHENTICATED` without one.
+    /// Any valid credential of this sidecar, JWT or API key (`GET
+    /// /auth/me`): 401 `UNAUTHENTICATED` without one, 403 `FORBIDDEN` for an
+    /// external issuer's token (it has no account here to describe).
     pub async fn require_any(&self, headers: &HeaderMap) -> Result<Arc<Authenticated>, Error> {
-        self.authenticate(&self.presented(headers))
+        let who = self
+            .authenticate(&self.presented(headers))
             .await?
-            .ok_or(Error::Unauthenticated)
+            .ok_or(Error::Unauthenticated)?;
+        if who.method == CredentialKind::Oidc {
+            return Err(Error::Forbidden);
+        }
+        Ok(who)
     }
 
     /// The JWT session a Bearer `/auth` route needs: 401 without a credential

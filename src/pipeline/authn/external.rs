@@ -1,0 +1,497 @@
+//! Access tokens of external OpenID Providers (`[[issuers]]`): the key set of
+//! each issuer (from its discovery document or `jwks_url`), kept for its
+//! `Cache-Control: max-age`, refetched for an unknown `kid` at most once per
+//! `jwks_refresh_interval_seconds`, the last good set kept while the provider
+//! is down; the token's signature, `iss`, `aud`, `typ`, `exp`/`nbf` checked,
+//! its claims mapped to an [`Identity`]. The JWT authenticator's cache keeps
+//! the result, so a hit costs what a local token's does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::config::{Config, IssuerConfig};
+use crate::error::Error;
+use crate::metrics;
+use crate::outbound::Endpoint;
+use crate::store::{Store, UserStatus};
+use crate::tenancy::TenantDirectory;
+use crate::vocab::{CredentialKind, ExternalOrigin, Identity};
+
+/// Largest discovery document or key set read.
+const MAX_DOCUMENT: usize = 512 * 1024;
+/// Bounds of a key set's lifetime, whatever `max-age` says.
+const MAX_KEYS_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Every configured external issuer.
+pub struct ExternalIssuers {
+    issuers: Vec<Issuer>,
+    tenants: Arc<TenantDirectory>,
+    store: Arc<dyn Store>,
+    default_tenant: String,
+}
+
+/// A token verified by an issuer, and when it dies.
+pub struct ExternalToken {
+    pub identity: Identity,
+    pub expires_at: i64,
+}
+
+impl ExternalIssuers {
+    /// `None` without `[[issuers]]`. A URL that does not parse is an error
+    /// naming the issuer; nothing is fetched until the first token.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        tenants: Arc<TenantDirectory>,
+    ) -> Result<Option<Arc<ExternalIssuers>>, String> {
+        if config.issuers.is_empty() {
+            return Ok(None);
+        }
+        let issuers = config
+            .issuers
+            .iter()
+            .map(Issuer::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Arc::new(ExternalIssuers {
+            issuers,
+            tenants,
+            store,
+            default_tenant: config.tenancy.default_tenant.clone(),
+        })))
+    }
+
+    /// The issuer whose token this is, by its unverified `iss` (the
+    /// signature is checked with that issuer's keys only).
+    pub fn issuer_of(&self, token: &str) -> Option<usize> {
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: String,
+        }
+        let iss = jsonwebtoken::dangerous::insecure_decode_claims::<Iss>(token)
+            .ok()?
+            .iss;
+        self.issuers.iter().position(|i| i.cfg.issuer == iss)
+    }
+
+    /// Verifies `token` with issuer `index` (from [`Self::issuer_of`]).
+    pub async fn verify(&self, index: usize, token: &str) -> Result<ExternalToken, Error> {
+        let issuer = &self.issuers[index];
+        let outcome = self.verify_with(issuer, token).await;
+        let label = match &outcome {
+            Ok(_) => "valid",
+            Err(Verdict::Expired) => "expired",
+            Err(Verdict::UnknownKey) => "unknown_key",
+            Err(Verdict::UnknownTenant) => "unknown_tenant",
+            Err(Verdict::Invalid) => "invalid",
+            Err(Verdict::Store(_)) => "store_error",
+        };
+        metrics::OIDC_TOKENS
+            .with_label_values(&[issuer.cfg.name.as_str(), label])
+            .inc();
+        outcome.map_err(|v| match v {
+            Verdict::Expired => Error::TokenExpired,
+            Verdict::Store(e) => e,
+            _ => Error::InvalidToken,
+        })
+    }
+
+    async fn verify_with(&self, issuer: &Issuer, token: &str) -> Result<ExternalToken, Verdict> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Verdict::Invalid)?;
+        if !issuer.algorithms.contains(&header.alg) {
+            return Err(Verdict::Invalid);
+        }
+        let typ = header.typ.as_deref().unwrap_or("");
+        let at_jwt =
+            typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt");
+        let plain = typ.is_empty() || typ.eq_ignore_ascii_case("jwt");
+        if !(at_jwt || (issuer.cfg.token_type == "any" && plain)) {
+            return Err(Verdict::Invalid);
+        }
+        let key = issuer
+            .key(header.kid.as_deref(), header.alg)
+            .await
+            .ok_or(Verdict::UnknownKey)?;
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.set_issuer(&[issuer.cfg.issuer.as_str()]);
+        validation.set_audience(&issuer.cfg.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = issuer.cfg.leeway_seconds;
+        validation.validate_nbf = true;
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Verdict::Expired,
+                _ => Verdict::Invalid,
+            })?
+            .claims;
+        self.identity(issuer, &claims).await
+    }
+
+    async fn identity(&self, issuer: &Issuer, claims: &Value) -> Result<ExternalToken, Verdict> {
+        let sub = claims["sub"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or(Verdict::Invalid)?;
+        let expires_at = claims["exp"].as_i64().ok_or(Verdict::Invalid)?;
+        let tenant_name = match claim(claims, &issuer.cfg.tenant_claim) {
+            Some(v) => v.as_str().ok_or(Verdict::UnknownTenant)?.to_string(),
+            None if !issuer.cfg.tenant.is_empty() => issuer.cfg.tenant.clone(),
+            None => self.default_tenant.clone(),
+        };
+        let tenant = self
+            .tenants
+            .lookup(&tenant_name)
+            .await
+            .map_err(Verdict::Store)?
+            .ok_or(Verdict::UnknownTenant)?;
+        let email = claims["email"].as_str().unwrap_or("").to_ascii_lowercase();
+        let origin = |subject: Option<String>| {
+            Some(Arc::new(ExternalOrigin {
+                issuer: issuer.name.clone(),
+                subject,
+            }))
+        };
+        // a local account speaks only for a token whose provider verified the email
+        if issuer.cfg.link_by_email
+            && !email.is_empty()
+            && claims["email_verified"].as_bool() == Some(true)
+            && let Some(user) = self
+                .store
+                .user_by_email(tenant.id, &email)
+                .await
+                .map_err(|e| Verdict::Store(e.into()))?
+            && user.status == UserStatus::Active
+        {
+            return Ok(ExternalToken {
+                identity: Identity {
+                    user_id: user.id,
+                    tenant_id: tenant.id,
+                    email: user.email,
+                    roles: user.roles,
+                    permissions: user.permissions,
+                    method: CredentialKind::Oidc,
+                    session_id: None,
+                    key_id: None,
+                    mfa: false,
+                    external: origin(None),
+                },
+                expires_at,
+            });
+        }
+        let roles = claim(claims, &issuer.cfg.roles_claim)
+            .map(strings)
+            .unwrap_or_default();
+        let mut permissions = if issuer.cfg.scopes_as_permissions {
+            claims
+                .get("scope")
+                .or_else(|| claims.get("scp"))
+                .map(strings)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        permissions.sort();
+        permissions.dedup();
+        Ok(ExternalToken {
+            identity: Identity {
+                user_id: Uuid::nil(),
+                tenant_id: tenant.id,
+                email,
+                roles,
+                permissions,
+                method: CredentialKind::Oidc,
+                session_id: None,
+                key_id: None,
+                mfa: false,
+                external: origin(Some(format!("{}{sub}", issuer.subject_prefix))),
+            },
+            expires_at,
+        })
+    }
+}
+
+enum Verdict {
+    Expired,
+    UnknownKey,
+    UnknownTenant,
+    Invalid,
+    Store(Error),
+}
+
+/// The value at a dot path (`realm_access.roles`); `None` for an empty path.
+fn claim<'v>(claims: &'v Value, path: &str) -> Option<&'v Value> {
+    if path.is_empty() {
+        return None;
+    }
+    path.split('.')
+        .try_fold(claims, |v, part| v.get(part))
+        .filter(|v| !v.is_null())
+}
+
+/// A claim as a list of strings: an array of strings, or one string of
+/// space-separated words (`scope`).
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// One issuer and its key set.
+struct Issuer {
+    cfg: IssuerConfig,
+    name: Arc<str>,
+    subject_prefix: String,
+    algorithms: Vec<Algorithm>,
+    /// The discovery document's URL, or the configured key set's.
+    start: Endpoint,
+    keys: RwLock<Arc<KeySet>>,
+    /// One fetch at a time; when the last one began.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct KeySet {
+    by_kid: HashMap<String, Arc<DecodingKey>>,
+    /// Keys without a `kid` (used only when the token has none either).
+    anonymous: Vec<Arc<DecodingKey>>,
+    fresh_until: Option<Instant>,
+    /// The key set's URL found by discovery.
+    jwks: Option<Endpoint>,
+}
+
+impl Issuer {
+    fn new(cfg: &IssuerConfig) -> Result<Issuer, String> {
+        let key = format!("issuers ({})", cfg.name);
+        let start = if cfg.jwks_url.is_empty() {
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                cfg.issuer.trim_end_matches('/')
+            );
+            Endpoint::parse(&key, &url, &cfg.ca_file)?
+        } else {
+            Endpoint::parse(&key, &cfg.jwks_url, &cfg.ca_file)?
+        };
+        let algorithms = cfg
+            .algorithms
+            .iter()
+            .map(|a| {
+                a.parse::<Algorithm>()
+                    .map_err(|e| format!("{key}: `{a}`: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Issuer {
+            name: Arc::from(cfg.name.as_str()),
+            subject_prefix: if cfg.subject_prefix.is_empty() {
+                format!("{}:", cfg.name)
+            } else {
+                cfg.subject_prefix.clone()
+            },
+            cfg: cfg.clone(),
+            algorithms,
+            start,
+            keys: RwLock::new(Arc::new(KeySet::default())),
+            fetching: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The key for `kid`: from the set in hand while it is fresh; a stale
+    /// set or an unknown `kid` refetches, at most once per refresh interval.
+    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<DecodingKey>> {
+        let set = self.current();
+        let fresh = set.fresh_until.is_some_and(|t| Instant::now() < t);
+        if let Some(found) = set.find(kid, alg)
+            && fresh
+        {
+            return Some(found);
+        }
+        self.refresh().await;
+        self.current().find(kid, alg)
+    }
+
+    /// Fetches the key set unless a fetch began less than the refresh
+    /// interval ago; on error the set in hand stays.
+    async fn refresh(&self) {
+        let mut last = self.fetching.lock().await;
+        let interval = Duration::from_secs(self.cfg.jwks_refresh_interval_seconds);
+        if last.is_some_and(|t| t.elapsed() < interval) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let previous = self.current();
+        let result = match self.fetch(&previous).await {
+            Ok(set) => {
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+                "ok"
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %self.cfg.name, error = %e, "issuer key set not fetched; the last good set stays in use");
+                "error"
+            }
+        };
+        metrics::OIDC_JWKS_FETCHES
+            .with_label_values(&[self.cfg.name.as_str(), result])
+            .inc();
+    }
+
+    async fn fetch(&self, previous: &KeySet) -> Result<KeySet, String> {
+        let deadline = Duration::from_millis(self.cfg.fetch_timeout_ms);
+        let jwks = if !self.cfg.jwks_url.is_empty() {
+            self.start.clone()
+        } else if let Some(known) = &previous.jwks {
+            known.clone()
+        } else {
+            #[derive(Deserialize)]
+            struct Discovery {
+                issuer: String,
+                jwks_uri: String,
+            }
+            let answer = get(&self.start, deadline).await?;
+            let doc: Discovery = serde_json::from_slice(&answer.body)
+                .map_err(|e| format!("{}: not a discovery document: {e}", self.start.url()))?;
+            // OpenID Connect Discovery §4.3: the document speaks for this issuer exactly
+            if doc.issuer != self.cfg.issuer {
+                return Err(format!(
+                    "the discovery document names issuer `{}`, not `{}`",
+                    doc.issuer, self.cfg.issuer
+                ));
+            }
+            self.start.join("jwks_uri", &doc.jwks_uri)?
+        };
+        let answer = get(&jwks, deadline).await?;
+        let set: JwkSet = serde_json::from_slice(&answer.body)
+            .map_err(|e| format!("{}: not a JWK set: {e}", jwks.url()))?;
+        let mut keys = KeySet {
+            jwks: Some(jwks),
+            ..KeySet::default()
+        };
+        for jwk in &set.keys {
+            let Some(key) = usable(jwk) else { continue };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    keys.by_kid.insert(kid.clone(), key);
+                }
+                None => keys.anonymous.push(key),
+            }
+        }
+        let floor = Duration::from_secs(self.cfg.jwks_refresh_interval_seconds);
+        let age = max_age(&answer.headers)
+            .unwrap_or(Duration::from_secs(self.cfg.jwks_cache_seconds))
+            .clamp(floor.min(MAX_KEYS_AGE), MAX_KEYS_AGE);
+        keys.fresh_until = Some(Instant::now() + age);
+        Ok(keys)
+    }
+}
+
+impl KeySet {
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<DecodingKey>> {
+        let key = match kid {
+            Some(kid) => self.by_kid.get(kid).cloned(),
+            // without a kid, only an issuer with a single key is unambiguous
+            None if self.by_kid.len() + self.anonymous.len() == 1 => self
+                .anonymous
+                .first()
+                .or_else(|| self.by_kid.values().next())
+                .cloned(),
+            None => None,
+        }?;
+        (key.family() == alg.family()).then_some(key)
+    }
+}
+
+/// A verification key of the set: `use` absent or `sig`, a type jsonwebtoken reads.
+fn usable(jwk: &Jwk) -> Option<Arc<DecodingKey>> {
+    if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
+        return None;
+    }
+    DecodingKey::from_jwk(jwk).ok().map(Arc::new)
+}
+
+async fn get(endpoint: &Endpoint, deadline: Duration) -> Result<crate::outbound::Response, String> {
+    let answer = endpoint
+        .send(
+            "GET",
+            &[("accept", "application/json")],
+            None,
+            deadline,
+            MAX_DOCUMENT,
+        )
+        .await?;
+    if answer.status != 200 {
+        return Err(format!("{}: HTTP {}", endpoint.url(), answer.status));
+    }
+    Ok(answer)
+}
+
+/// `Cache-Control: max-age=N` of an answer (`no-store`/`no-cache`: zero).
+fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::CACHE_CONTROL)?.to_str().ok()?;
+    for directive in value.split(',').map(str::trim) {
+        if directive.eq_ignore_ascii_case("no-store") || directive.eq_ignore_ascii_case("no-cache")
+        {
+            return Some(Duration::ZERO);
+        }
+        if let Some((name, secs)) = directive.split_once('=')
+            && name.trim().eq_ignore_ascii_case("max-age")
+        {
+            return secs
+                .trim()
+                .trim_matches('"')
+                .parse()
+                .ok()
+                .map(Duration::from_secs);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claims_by_dot_path_and_as_lists() {
+        let c = json!({"realm_access": {"roles": ["admin", "ops"]}, "scope": "read  write", "groups": "one"});
+        assert_eq!(
+            strings(claim(&c, "realm_access.roles").unwrap()),
+            ["admin", "ops"]
+        );
+        assert_eq!(strings(claim(&c, "scope").unwrap()), ["read", "write"]);
+        assert_eq!(strings(claim(&c, "groups").unwrap()), ["one"]);
+        assert!(claim(&c, "").is_none());
+        assert!(claim(&c, "realm_access.nope").is_none());
+        assert!(strings(&json!(42)).is_empty());
+    }
+
+    #[test]
+    fn cache_control_max_age() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(max_age(&h), None);
+        h.insert(
+            http::header::CACHE_CONTROL,
+            "public, max-age=600".parse().unwrap(),
+        );
+        assert_eq!(max_age(&h), Some(Duration::from_secs(600)));
+        h.insert(http::header::CACHE_CONTROL, "no-store".parse().unwrap());
+        assert_eq!(max_age(&h), Some(Duration::ZERO));
+        h.insert(http::header::CACHE_CONTROL, "max-age=soon".parse().unwrap());
+        assert_eq!(max_age(&h), None);
+    }
+}
