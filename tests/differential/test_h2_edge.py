@@ -50,7 +50,10 @@ def send(port: int, headers: list[tuple[str, str]], body: bytes = b"") -> Answer
     done = False
     try:
         while not done:
-            data = sock.recv(65536)
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
             if not data:
                 answer.reset = answer.status is None
                 break
@@ -70,7 +73,11 @@ def send(port: int, headers: list[tuple[str, str]], body: bytes = b"") -> Answer
                     answer.reset = answer.status is None
                     answer.reset_code = int(ev.error_code)
                     done = True
-            sock.sendall(conn.data_to_send())
+            try:
+                sock.sendall(conn.data_to_send())
+            except (BrokenPipeError, ConnectionResetError):
+                # the sidecar closed the connection (after a GOAWAY): nothing more to say
+                done = True
     finally:
         sock.close()
     return answer
