@@ -111,6 +111,8 @@ deploy-checks:
 # come from Debian (.ci/run installs them); with CI set a missing one fails.
 DIFF_VENV ?= target/diff-venv
 DIFF_EXPRESS ?= target/diff-express
+# panva's oidc-provider (OpenID Certified): the real OpenID Provider of test_oidc*.py
+DIFF_OIDC ?= target/diff-oidc
 differential:
 	$(CARGO) build --release --locked
 	[ -x "$(DIFF_VENV)/bin/python" ] || python3 -m venv "$(DIFF_VENV)"
@@ -123,7 +125,13 @@ differential:
 	  cp tests/differential/express/package.json tests/differential/express/package-lock.json "$(DIFF_EXPRESS)/"; \
 	  (cd "$(DIFF_EXPRESS)" && npm ci --no-audit --no-fund --silent); \
 	fi
-	DIFF_EXPRESS_DIR="$(DIFF_EXPRESS)" PORTCULLIS_BIN="$${PORTCULLIS_BIN:-target/release/portcullis}" \
+	@if command -v npm >/dev/null 2>&1 && { ! cmp -s tests/differential/oidc/package-lock.json "$(DIFF_OIDC)/package-lock.json" \
+	     || [ ! -d "$(DIFF_OIDC)/node_modules/oidc-provider" ]; }; then \
+	  mkdir -p "$(DIFF_OIDC)"; \
+	  cp tests/differential/oidc/package.json tests/differential/oidc/package-lock.json "$(DIFF_OIDC)/"; \
+	  (cd "$(DIFF_OIDC)" && npm ci --no-audit --no-fund --silent); \
+	fi
+	DIFF_EXPRESS_DIR="$(DIFF_EXPRESS)" DIFF_OIDC_DIR="$(DIFF_OIDC)" PORTCULLIS_BIN="$${PORTCULLIS_BIN:-target/release/portcullis}" \
 	  "$(DIFF_VENV)/bin/python" -m pytest tests/differential -q -rs -p no:cacheprovider
 	@bash .ci/components note differential ran
 
