@@ -40,6 +40,8 @@ pub struct App {
     pub pipeline: Pipeline,
     /// Every cache invalidation goes through here.
     pub revocations: Revocations,
+    /// `[[issuers]]`: external providers' tokens and logins.
+    pub external: Option<Arc<ExternalIssuers>>,
     /// Notes API-key use; flushed in batches by a background task.
     pub api_keys: Arc<ApiKeyAuthenticator>,
     /// Public `/auth` requests per client IP.
@@ -99,7 +101,8 @@ impl App {
         ));
         let external = ExternalIssuers::new(&config, store.clone(), tenants.clone())?;
         let jwt = Arc::new(
-            JwtAuthenticator::new(&config, store.clone(), keys.clone()).with_external(external),
+            JwtAuthenticator::new(&config, store.clone(), keys.clone())
+                .with_external(external.clone()),
         );
         let api_keys = Arc::new(ApiKeyAuthenticator::new(
             store.clone(),
@@ -132,6 +135,7 @@ impl App {
             keys: keys.clone(),
         };
         Ok(Arc::new(App {
+            external,
             webhook,
             log_tokens,
             tenants,

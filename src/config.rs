@@ -450,6 +450,22 @@ pub struct IssuerConfig {
     pub jwks_cache_seconds: u64,
     /// Deadline of one discovery or key-set request.
     pub fetch_timeout_ms: u64,
+    /// Login with this provider (`/auth/oidc/{name}/start`): the client id
+    /// registered there; empty = no login.
+    pub client_id: String,
+    /// File holding the client secret (`client_secret_basic`); empty = a
+    /// public client (PKCE only).
+    pub client_secret_file: String,
+    /// This sidecar's callback as the browser reaches it
+    /// (`https://api.example.com/auth/oidc/{name}/callback`), registered at the provider.
+    pub callback_url: String,
+    /// The applications' URIs a login may end at, exactly.
+    pub redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+    /// Create a local user at the first login of an unknown email.
+    pub create_users: bool,
+    /// Roles of a user created at login.
+    pub default_roles: Vec<String>,
 }
 
 impl Default for IssuerConfig {
@@ -472,6 +488,13 @@ impl Default for IssuerConfig {
             jwks_refresh_interval_seconds: 30,
             jwks_cache_seconds: 300,
             fetch_timeout_ms: 3000,
+            client_id: String::new(),
+            client_secret_file: String::new(),
+            callback_url: String::new(),
+            redirect_uris: Vec::new(),
+            scopes: vec!["openid".into(), "email".into(), "profile".into()],
+            create_users: true,
+            default_roles: vec!["member".into()],
         }
     }
 }
@@ -808,6 +831,20 @@ impl Config {
             }
             if iss.token_type != "at+jwt" && iss.token_type != "any" {
                 return err(&key, "`token_type` is `at+jwt` or `any`".into());
+            }
+            if !iss.client_id.is_empty() {
+                crate::outbound::check_url(&format!("{key} callback_url"), &iss.callback_url)
+                    .map_err(ConfigError)?;
+                if iss.redirect_uris.is_empty() {
+                    return err(&key, "a login (client_id) needs redirect_uris".into());
+                }
+                for uri in &iss.redirect_uris {
+                    crate::outbound::check_url(&format!("{key} redirect_uris"), uri)
+                        .map_err(ConfigError)?;
+                }
+                if !iss.scopes.iter().any(|s| s == "openid") {
+                    return err(&key, "scopes must include openid".into());
+                }
             }
             if iss.jwks_refresh_interval_seconds == 0 || iss.fetch_timeout_ms == 0 {
                 return err(

@@ -76,6 +76,13 @@ pub enum Error {
     Busy { retry_after: u64 },
     #[error("store unavailable")]
     StoreUnavailable,
+    /// A login through an external provider that did not prove who the user
+    /// is (the reason is answered: it holds no secret).
+    #[error("external login failed: {0}")]
+    ExternalLoginFailed(String),
+    /// An external provider did not answer (discovery, token endpoint, keys).
+    #[error("provider unavailable")]
+    ProviderUnavailable,
     /// Something went wrong inside; the details are logged, never answered.
     #[error("internal error")]
     Internal,
@@ -102,8 +109,17 @@ impl Error {
         use Error::*;
         match self {
             InvalidRequest { .. } | WeakPassword(_) | TenantRequired => 400,
-            InvalidCredentials | Unauthenticated | InvalidToken | TokenExpired | TokenRevoked
-            | RefreshTokenReused | InvalidMfaCode | OtpRequired | InvalidOtp | InvalidApiKey => 401,
+            InvalidCredentials
+            | Unauthenticated
+            | InvalidToken
+            | TokenExpired
+            | TokenRevoked
+            | RefreshTokenReused
+            | InvalidMfaCode
+            | OtpRequired
+            | InvalidOtp
+            | InvalidApiKey
+            | ExternalLoginFailed(_) => 401,
             RegistrationClosed | AccountDisabled | AccountNotVerified | Forbidden
             | TenantMismatch | MfaNotEnrolled => 403,
             TenantNotFound | NotFound => 404,
@@ -114,7 +130,7 @@ impl Error {
             RateLimited { .. } => 429,
             Internal => 500,
             UpstreamUnavailable => 502,
-            Busy { .. } | StoreUnavailable => 503,
+            Busy { .. } | StoreUnavailable | ProviderUnavailable => 503,
             UpstreamTimeout => 504,
         }
     }
@@ -153,6 +169,8 @@ impl Error {
             UpstreamTimeout => "UPSTREAM_TIMEOUT",
             Busy { .. } => "BUSY",
             StoreUnavailable => "STORE_UNAVAILABLE",
+            ExternalLoginFailed(_) => "EXTERNAL_LOGIN_FAILED",
+            ProviderUnavailable => "PROVIDER_UNAVAILABLE",
             Internal => "INTERNAL_ERROR",
         }
     }
@@ -193,6 +211,10 @@ impl Error {
             UpstreamTimeout => "Upstream timed out".into(),
             Busy { .. } => "Server busy, retry later".into(),
             StoreUnavailable => "Store unavailable".into(),
+            ExternalLoginFailed(reason) => {
+                format!("Login with the external provider failed: {reason}")
+            }
+            ProviderUnavailable => "The identity provider did not answer".into(),
             Internal => "Internal error".into(),
         }
     }

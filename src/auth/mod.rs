@@ -11,6 +11,7 @@ pub mod call;
 pub mod forward_auth;
 pub mod issue;
 pub mod mfa;
+pub mod oidc;
 pub mod openapi;
 pub mod routes;
 pub mod session;

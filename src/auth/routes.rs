@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::call::{Reply, note_caller, parse_body};
-use super::{account, admin, api_keys, forward_auth, mfa, openapi, session};
+use super::{account, admin, api_keys, forward_auth, mfa, oidc, openapi, session};
 use crate::app::App;
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
@@ -362,6 +362,28 @@ pub static ROUTES: &[Route] = &[
         "auth_api_key",
         Handler::SessionInTenant(|c, w| param_as(c, w, api_keys::revoke)),
     ),
+    // login with an external OpenID Provider (src/auth/oidc.rs)
+    Route::new(
+        Verb::Get,
+        "/oidc/{provider}/start",
+        "auth_oidc_start",
+        Handler::Anyone(|c| Ok(rendered(oidc::start(c.app, c.req, c.param)))),
+    )
+    .public(),
+    Route::new(
+        Verb::Get,
+        "/oidc/{provider}/callback",
+        "auth_oidc_callback",
+        Handler::Anyone(|c| Ok(rendered(oidc::callback(c.app, c.req, c.param)))),
+    )
+    .public(),
+    Route::new(
+        Verb::Post,
+        "/oidc/token",
+        "auth_oidc_token",
+        Handler::Anyone(|c| json(c, oidc::token)),
+    )
+    .public(),
     // forward auth (src/auth/forward_auth.rs); Envoy's path_prefix appends the path
     Route::new(
         Verb::Any,
@@ -410,6 +432,20 @@ pub static ROUTES: &[Route] = &[
         "/admin/users/{id}",
         "auth_admin_user",
         Handler::SessionInTenant(|c, w| param_as(c, w, admin::delete_user)),
+    )
+    .permission("user:write"),
+    Route::new(
+        Verb::Get,
+        "/admin/users/{id}/identities",
+        "auth_admin_identities",
+        Handler::SessionInTenant(|c, w| param_as(c, w, oidc::list_identities)),
+    )
+    .permission("user:read"),
+    Route::new(
+        Verb::Delete,
+        "/admin/identities/{id}",
+        "auth_admin_identity",
+        Handler::SessionInTenant(|c, w| param_as(c, w, oidc::unlink_identity)),
     )
     .permission("user:write"),
     Route::new(

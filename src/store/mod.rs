@@ -459,6 +459,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<OneTimeToken>>;
     /// Uses the token up; false if it was already used.
     async fn consume_one_time_token(&self, hash: &str, at: i64) -> StoreResult<bool>;
+    // logins through external providers
+    async fn create_oidc_login(&self, login: OidcLogin) -> StoreResult<()>;
+    /// Removes and answers the login of this state (single use), expired or not.
+    async fn take_oidc_login(&self, state_hash: &str) -> StoreResult<Option<OidcLogin>>;
+    async fn create_oidc_code(&self, code: OidcCode) -> StoreResult<()>;
+    /// Removes and answers the code with this hash (single use), expired or not.
+    async fn take_oidc_code(&self, hash: &str) -> StoreResult<Option<OidcCode>>;
+    /// The local user a provider's subject is linked to.
+    async fn linked_user(
+        &self,
+        tenant_id: Uuid,
+        provider: &str,
+        subject: &str,
+    ) -> StoreResult<Option<Uuid>>;
+    /// Links (or, when linked, notes a login of) a provider's subject.
+    async fn link_identity(&self, identity: UserIdentity) -> StoreResult<()>;
+    async fn identities_of_user(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+    ) -> StoreResult<Vec<UserIdentity>>;
+    /// Unlinks identity `id` of the tenant; false when there is none.
+    async fn unlink_identity(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<bool>;
     // api keys
     /// Stores a new key (its hash only); `Conflict` if the hash exists.
     async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
@@ -532,6 +555,43 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, String> {
 }
 
 // api keys
+
+/// A login through an external provider between its start and its callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcLogin {
+    pub state_hash: String,
+    pub provider: String,
+    pub tenant_id: Uuid,
+    pub nonce: String,
+    pub verifier: String,
+    pub redirect_uri: String,
+    pub app_state: String,
+    pub binding_hash: String,
+    pub expires_at: i64,
+}
+
+/// The one-time code a finished external login hands the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcCode {
+    pub hash: String,
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub provider: String,
+    pub expires_at: i64,
+}
+
+/// A user's account at an external provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserIdentity {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub provider: String,
+    pub subject: String,
+    pub email: String,
+    pub created_at: i64,
+    pub last_login_at: i64,
+}
 
 /// An API key as stored: everything but the key itself.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/postgres/0002_api_keys.sql")),
     (3, include_str!("migrations/postgres/0003_mfa_lockout.sql")),
     (4, include_str!("migrations/postgres/0004_accounts.sql")),
+    (5, include_str!("migrations/postgres/0005_oidc.sql")),
 ];
 
 /// `pg_advisory_xact_lock` key serialising migrations of replicas starting together.

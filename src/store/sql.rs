@@ -13,9 +13,9 @@ use uuid::Uuid;
 use super::rules::{self, Presented, Refresh};
 use super::{
     AdminUserUpdate, ApiKey, ApiKeyWithOwner, AuditEvent, BUILT_IN_ROLES, BackupCode, MfaRecord,
-    MfaToken, NewApiKey, NewSession, NewUser, OneTimeKind, OneTimeToken, ProfileUpdate,
-    RefreshOutcome, Role, Session, SigningKeyRecord, Store, StoreError, StoreEvent, StoreResult,
-    Tenant, User, UserQuery, UserStatus, now,
+    MfaToken, NewApiKey, NewSession, NewUser, OidcCode, OidcLogin, OneTimeKind, OneTimeToken,
+    ProfileUpdate, RefreshOutcome, Role, Session, SigningKeyRecord, Store, StoreError, StoreEvent,
+    StoreResult, Tenant, User, UserIdentity, UserQuery, UserStatus, now,
 };
 
 /// A statement parameter or a column value, as both backends speak it.
@@ -1399,6 +1399,195 @@ impl<B: Backend> Store for SqlStore<B> {
             )
             .await
             .map(rules::first_use))
+    }
+
+    async fn create_oidc_login(&self, l: OidcLogin) -> StoreResult<()> {
+        run!(self, "create_oidc_login", |c| {
+            c.execute(
+                "DELETE FROM oidc_logins WHERE expires_at < $1",
+                &[now().into()],
+            )
+            .await?;
+            c.execute(
+                "INSERT INTO oidc_logins (state_hash, provider, tenant_id, nonce, verifier,
+                                          redirect_uri, app_state, binding_hash, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    (&l.state_hash).into(),
+                    (&l.provider).into(),
+                    l.tenant_id.into(),
+                    (&l.nonce).into(),
+                    (&l.verifier).into(),
+                    (&l.redirect_uri).into(),
+                    (&l.app_state).into(),
+                    (&l.binding_hash).into(),
+                    l.expires_at.into(),
+                ],
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    async fn take_oidc_login(&self, state_hash: &str) -> StoreResult<Option<OidcLogin>> {
+        let hash = state_hash.to_string();
+        run!(self, "take_oidc_login", |c| {
+            let found = c
+                .query_opt(
+                    "DELETE FROM oidc_logins WHERE state_hash = $1
+                     RETURNING state_hash, provider, tenant_id, nonce, verifier,
+                               redirect_uri, app_state, binding_hash, expires_at",
+                    &[hash.into()],
+                )
+                .await?;
+            found
+                .map(|r| {
+                    Ok(OidcLogin {
+                        state_hash: r.get(0)?,
+                        provider: r.get(1)?,
+                        tenant_id: r.get(2)?,
+                        nonce: r.get(3)?,
+                        verifier: r.get(4)?,
+                        redirect_uri: r.get(5)?,
+                        app_state: r.get(6)?,
+                        binding_hash: r.get(7)?,
+                        expires_at: r.get(8)?,
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    async fn create_oidc_code(&self, code: OidcCode) -> StoreResult<()> {
+        run!(self, "create_oidc_code", |c| {
+            c.execute(
+                "DELETE FROM oidc_codes WHERE expires_at < $1",
+                &[now().into()],
+            )
+            .await?;
+            c.execute(
+                "INSERT INTO oidc_codes (hash, user_id, tenant_id, provider, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    (&code.hash).into(),
+                    code.user_id.into(),
+                    code.tenant_id.into(),
+                    (&code.provider).into(),
+                    code.expires_at.into(),
+                ],
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    async fn take_oidc_code(&self, hash: &str) -> StoreResult<Option<OidcCode>> {
+        let hash = hash.to_string();
+        run!(self, "take_oidc_code", |c| {
+            let found = c
+                .query_opt(
+                    "DELETE FROM oidc_codes WHERE hash = $1
+                     RETURNING hash, user_id, tenant_id, provider, expires_at",
+                    &[hash.into()],
+                )
+                .await?;
+            found
+                .map(|r| {
+                    Ok(OidcCode {
+                        hash: r.get(0)?,
+                        user_id: r.get(1)?,
+                        tenant_id: r.get(2)?,
+                        provider: r.get(3)?,
+                        expires_at: r.get(4)?,
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    async fn linked_user(
+        &self,
+        tenant_id: Uuid,
+        provider: &str,
+        subject: &str,
+    ) -> StoreResult<Option<Uuid>> {
+        let (provider, subject) = (provider.to_string(), subject.to_string());
+        run!(self, "linked_user", |c| {
+            let found = c
+                .query_opt(
+                    "SELECT user_id FROM user_identities
+                      WHERE tenant_id = $1 AND provider = $2 AND subject = $3",
+                    &[tenant_id.into(), provider.into(), subject.into()],
+                )
+                .await?;
+            found.map(|r| r.get(0)).transpose()
+        })
+    }
+
+    async fn link_identity(&self, i: UserIdentity) -> StoreResult<()> {
+        run!(self, "link_identity", |c| {
+            c.execute(
+                "INSERT INTO user_identities (id, tenant_id, user_id, provider, subject, email,
+                                              created_at, last_login_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (tenant_id, provider, subject)
+                 DO UPDATE SET last_login_at = excluded.last_login_at, email = excluded.email",
+                &[
+                    i.id.into(),
+                    i.tenant_id.into(),
+                    i.user_id.into(),
+                    (&i.provider).into(),
+                    (&i.subject).into(),
+                    (&i.email).into(),
+                    i.created_at.into(),
+                    i.last_login_at.into(),
+                ],
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    async fn identities_of_user(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+    ) -> StoreResult<Vec<UserIdentity>> {
+        run!(self, "identities_of_user", |c| {
+            let rows = c
+                .query(
+                    "SELECT id, tenant_id, user_id, provider, subject, email, created_at,
+                            last_login_at
+                       FROM user_identities WHERE tenant_id = $1 AND user_id = $2
+                      ORDER BY created_at, id",
+                    &[tenant_id.into(), user_id.into()],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(UserIdentity {
+                        id: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                        user_id: r.get(2)?,
+                        provider: r.get(3)?,
+                        subject: r.get(4)?,
+                        email: r.get(5)?,
+                        created_at: r.get(6)?,
+                        last_login_at: r.get(7)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    async fn unlink_identity(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        run!(self, "unlink_identity", |c| c
+            .execute(
+                "DELETE FROM user_identities WHERE tenant_id = $1 AND id = $2",
+                &[tenant_id.into(), id.into()],
+            )
+            .await
+            .map(|n| n > 0))
     }
 
     async fn create_api_key(&self, k: NewApiKey) -> StoreResult<ApiKey> {

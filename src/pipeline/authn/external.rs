@@ -217,6 +217,98 @@ impl ExternalIssuers {
     }
 }
 
+/// Where a login with an issuer goes (its discovery document).
+pub struct LoginEndpoints<'a> {
+    pub authorization: &'a str,
+    pub token: &'a Endpoint,
+}
+
+impl ExternalIssuers {
+    /// The issuer configured under `name`.
+    pub fn by_name(&self, name: &str) -> Option<usize> {
+        self.issuers.iter().position(|i| i.cfg.name == name)
+    }
+
+    /// The configuration of issuer `index`.
+    pub fn config(&self, index: usize) -> &IssuerConfig {
+        &self.issuers[index].cfg
+    }
+
+    /// The authorization and token endpoints of issuer `index`; 503
+    /// `PROVIDER_UNAVAILABLE` while its discovery document cannot be read.
+    pub async fn login_endpoints(&self, index: usize) -> Result<LoginEndpoints<'_>, Error> {
+        let issuer = &self.issuers[index];
+        let found = issuer.discovered().await.map_err(|e| {
+            tracing::warn!(issuer = %issuer.cfg.name, error = %e, "discovery document not read");
+            metrics::OIDC_JWKS_FETCHES
+                .with_label_values(&[issuer.cfg.name.as_str(), "error"])
+                .inc();
+            Error::ProviderUnavailable
+        })?;
+        match (&found.authorization_endpoint, &found.token) {
+            (Some(authorization), Some(token)) => Ok(LoginEndpoints {
+                authorization,
+                token,
+            }),
+            _ => Err(Error::ExternalLoginFailed(
+                "the provider's discovery document has no authorization or token endpoint".into(),
+            )),
+        }
+    }
+
+    /// Verifies an ID token of issuer `index` for this sidecar's client
+    /// (OpenID Connect Core §3.1.3.7): signature by the issuer's keys, `iss`,
+    /// `aud` holding `client_id` (and `azp` naming it when there are
+    /// several audiences), `exp`, and the login's `nonce`. Answers its claims.
+    pub async fn verify_id_token(
+        &self,
+        index: usize,
+        token: &str,
+        nonce: &str,
+    ) -> Result<Value, Error> {
+        let issuer = &self.issuers[index];
+        let failed = |why: &str| Error::ExternalLoginFailed(format!("ID token: {why}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|_| failed("not a JWT"))?;
+        if !issuer.algorithms.contains(&header.alg) {
+            return Err(failed("algorithm not accepted"));
+        }
+        let key = issuer
+            .key(header.kid.as_deref(), header.alg)
+            .await
+            .ok_or_else(|| failed("signed by an unknown key"))?;
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.set_issuer(&[issuer.cfg.issuer.as_str()]);
+        validation.set_audience(&[issuer.cfg.client_id.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = issuer.cfg.leeway_seconds;
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => failed("expired"),
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => failed("wrong audience"),
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => failed("wrong issuer"),
+                _ => failed("invalid signature or claims"),
+            })?
+            .claims;
+        let several = claims["aud"].as_array().is_some_and(|a| a.len() > 1);
+        match claims["azp"].as_str() {
+            Some(azp) if azp != issuer.cfg.client_id => {
+                return Err(failed("azp is another client"));
+            }
+            None if several => return Err(failed("several audiences and no azp")),
+            _ => {}
+        }
+        let sent = claims["nonce"].as_str().unwrap_or("");
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            sent.as_bytes(),
+            nonce.as_bytes(),
+        )) {
+            return Err(failed("nonce does not match the login"));
+        }
+        Ok(claims)
+    }
+}
+
 enum Verdict {
     Expired,
     UnknownKey,
@@ -255,8 +347,12 @@ struct Issuer {
     name: Arc<str>,
     subject_prefix: String,
     algorithms: Vec<Algorithm>,
-    /// The discovery document's URL, or the configured key set's.
-    start: Endpoint,
+    /// The discovery document's URL.
+    discovery_url: Endpoint,
+    /// `jwks_url`, when configured.
+    jwks_url: Option<Endpoint>,
+    /// The discovery document, once read.
+    discovered: tokio::sync::OnceCell<Discovered>,
     keys: RwLock<Arc<KeySet>>,
     /// One fetch at a time; when the last one began.
     fetching: tokio::sync::Mutex<Option<Instant>>,
@@ -268,22 +364,26 @@ struct KeySet {
     /// Keys without a `kid` (used only when the token has none either).
     anonymous: Vec<Arc<DecodingKey>>,
     fresh_until: Option<Instant>,
-    /// The key set's URL found by discovery.
-    jwks: Option<Endpoint>,
+}
+
+/// What the discovery document says about an issuer.
+struct Discovered {
+    jwks: Endpoint,
+    authorization_endpoint: Option<String>,
+    token: Option<Endpoint>,
 }
 
 impl Issuer {
     fn new(cfg: &IssuerConfig) -> Result<Issuer, String> {
         let key = format!("issuers ({})", cfg.name);
-        let start = if cfg.jwks_url.is_empty() {
-            let url = format!(
-                "{}/.well-known/openid-configuration",
-                cfg.issuer.trim_end_matches('/')
-            );
-            Endpoint::parse(&key, &url, &cfg.ca_file)?
-        } else {
-            Endpoint::parse(&key, &cfg.jwks_url, &cfg.ca_file)?
-        };
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            cfg.issuer.trim_end_matches('/')
+        );
+        let discovery_url = Endpoint::parse(&key, &url, &cfg.ca_file)?;
+        let jwks_url = (!cfg.jwks_url.is_empty())
+            .then(|| discovery_url.join(&key, &cfg.jwks_url))
+            .transpose()?;
         let algorithms = cfg
             .algorithms
             .iter()
@@ -301,7 +401,9 @@ impl Issuer {
             },
             cfg: cfg.clone(),
             algorithms,
-            start,
+            discovery_url,
+            jwks_url,
+            discovered: tokio::sync::OnceCell::new(),
             keys: RwLock::new(Arc::new(KeySet::default())),
             fetching: tokio::sync::Mutex::new(None),
         })
@@ -334,8 +436,7 @@ impl Issuer {
             return;
         }
         *last = Some(Instant::now());
-        let previous = self.current();
-        let result = match self.fetch(&previous).await {
+        let result = match self.fetch().await {
             Ok(set) => {
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
                 "ok"
@@ -350,37 +451,54 @@ impl Issuer {
             .inc();
     }
 
-    async fn fetch(&self, previous: &KeySet) -> Result<KeySet, String> {
+    /// The discovery document, read once (a failed read is retried next time).
+    async fn discovered(&self) -> Result<&Discovered, String> {
+        self.discovered
+            .get_or_try_init(|| async {
+                #[derive(Deserialize)]
+                struct Document {
+                    issuer: String,
+                    jwks_uri: String,
+                    authorization_endpoint: Option<String>,
+                    token_endpoint: Option<String>,
+                }
+                let deadline = Duration::from_millis(self.cfg.fetch_timeout_ms);
+                let answer = get(&self.discovery_url, deadline).await?;
+                let doc: Document = serde_json::from_slice(&answer.body).map_err(|e| {
+                    format!(
+                        "{}: not a discovery document: {e}",
+                        self.discovery_url.url()
+                    )
+                })?;
+                // OpenID Connect Discovery §4.3: the document speaks for this issuer exactly
+                if doc.issuer != self.cfg.issuer {
+                    return Err(format!(
+                        "the discovery document names issuer `{}`, not `{}`",
+                        doc.issuer, self.cfg.issuer
+                    ));
+                }
+                Ok(Discovered {
+                    jwks: self.discovery_url.join("jwks_uri", &doc.jwks_uri)?,
+                    authorization_endpoint: doc.authorization_endpoint,
+                    token: doc
+                        .token_endpoint
+                        .map(|t| self.discovery_url.join("token_endpoint", &t))
+                        .transpose()?,
+                })
+            })
+            .await
+    }
+
+    async fn fetch(&self) -> Result<KeySet, String> {
         let deadline = Duration::from_millis(self.cfg.fetch_timeout_ms);
-        let jwks = if !self.cfg.jwks_url.is_empty() {
-            self.start.clone()
-        } else if let Some(known) = &previous.jwks {
-            known.clone()
-        } else {
-            #[derive(Deserialize)]
-            struct Discovery {
-                issuer: String,
-                jwks_uri: String,
-            }
-            let answer = get(&self.start, deadline).await?;
-            let doc: Discovery = serde_json::from_slice(&answer.body)
-                .map_err(|e| format!("{}: not a discovery document: {e}", self.start.url()))?;
-            // OpenID Connect Discovery §4.3: the document speaks for this issuer exactly
-            if doc.issuer != self.cfg.issuer {
-                return Err(format!(
-                    "the discovery document names issuer `{}`, not `{}`",
-                    doc.issuer, self.cfg.issuer
-                ));
-            }
-            self.start.join("jwks_uri", &doc.jwks_uri)?
+        let jwks = match &self.jwks_url {
+            Some(url) => url.clone(),
+            None => self.discovered().await?.jwks.clone(),
         };
         let answer = get(&jwks, deadline).await?;
         let set: JwkSet = serde_json::from_slice(&answer.body)
             .map_err(|e| format!("{}: not a JWK set: {e}", jwks.url()))?;
-        let mut keys = KeySet {
-            jwks: Some(jwks),
-            ..KeySet::default()
-        };
+        let mut keys = KeySet::default();
         for jwk in &set.keys {
             let Some(key) = usable(jwk) else { continue };
             match &jwk.common.key_id {
