@@ -681,6 +681,72 @@ async fn suite_tenants_are_listed_and_found(s: &dyn Store) {
     s.ping().await.unwrap();
 }
 
+async fn suite_external_logins_codes_and_linked_identities(s: &dyn Store) {
+    let t = s.ensure_tenant("default").await.unwrap();
+    let u = s
+        .create_user(new_user(t.id, "ext@example.com"))
+        .await
+        .unwrap();
+    let login = OidcLogin {
+        state_hash: "st".into(),
+        provider: "idp".into(),
+        tenant_id: t.id,
+        nonce: "n".into(),
+        verifier: "v".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        app_state: "".into(),
+        binding_hash: "b".into(),
+        expires_at: now() + 60,
+    };
+    s.create_oidc_login(login.clone()).await.unwrap();
+    // taken once: a replayed state finds nothing
+    assert_eq!(s.take_oidc_login("st").await.unwrap(), Some(login));
+    assert_eq!(s.take_oidc_login("st").await.unwrap(), None);
+    let code = OidcCode {
+        hash: "c".into(),
+        user_id: u.id,
+        tenant_id: t.id,
+        provider: "idp".into(),
+        expires_at: now() + 60,
+    };
+    s.create_oidc_code(code.clone()).await.unwrap();
+    assert_eq!(s.take_oidc_code("c").await.unwrap(), Some(code));
+    assert_eq!(s.take_oidc_code("c").await.unwrap(), None);
+
+    assert_eq!(s.linked_user(t.id, "idp", "sub-1").await.unwrap(), None);
+    let link = UserIdentity {
+        id: Uuid::now_v7(),
+        tenant_id: t.id,
+        user_id: u.id,
+        provider: "idp".into(),
+        subject: "sub-1".into(),
+        email: "ext@example.com".into(),
+        created_at: 100,
+        last_login_at: 100,
+    };
+    s.link_identity(link.clone()).await.unwrap();
+    // a second login updates the link, it does not add one
+    s.link_identity(UserIdentity {
+        id: Uuid::now_v7(),
+        last_login_at: 200,
+        ..link.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.linked_user(t.id, "idp", "sub-1").await.unwrap(),
+        Some(u.id)
+    );
+    let listed = s.identities_of_user(t.id, u.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, link.id);
+    assert_eq!(listed[0].last_login_at, 200);
+    let other = s.ensure_tenant("other").await.unwrap();
+    assert!(!s.unlink_identity(other.id, link.id).await.unwrap());
+    assert!(s.unlink_identity(t.id, link.id).await.unwrap());
+    assert_eq!(s.linked_user(t.id, "idp", "sub-1").await.unwrap(), None);
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
     let s = sqlite::SqliteStore::open(&dir.path().join("sub/p.db"))
@@ -811,6 +877,7 @@ both_backends!(
     suite_api_key_use_is_recorded_in_batches_and_never_moves_back,
     suite_a_disabled_owner_shows_on_the_key_and_a_deleted_owner_takes_its_keys,
     suite_tenants_are_listed_and_found,
+    suite_external_logins_codes_and_linked_identities,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
