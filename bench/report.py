@@ -2,6 +2,7 @@
 the targets of issue 8; prints them and writes BENCHMARKS.md."""
 import argparse
 import csv
+import os
 import statistics
 import sys
 
@@ -193,6 +194,11 @@ if errors:
     out += f"\nNon-2xx answers or socket errors (summed over rounds): {errors}\n"
 if args.profile:
     with open(args.profile) as f:
+        out += "\n" + f.read()
+# bench/h2.sh's section (HTTP/2 and gRPC, issue 17), kept across regenerations
+h2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "H2.md")
+if os.path.exists(h2):
+    with open(h2) as f:
         out += "\n" + f.read()
 with open(args.out, "w") as f:
     f.write(out)

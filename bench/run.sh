@@ -4,6 +4,7 @@
 #   bench/run.sh                      # build must exist: cargo build --release
 #   ROUNDS=3 DURATION=5 CONNECTIONS=64 MEMORY=1 THREADS=1 bench/run.sh
 #   ONLY='^(2|4|5)_' MEMORY=0 bench/run.sh   # a quick look at some cases, no report
+#   H2=0 bench/run.sh                 # without bench/h2.sh (HTTP/2 and gRPC, issue 17)
 #
 # Starts, on loopback, an nginx `return 200` upstream, an nginx proxy_pass
 # (upstream keep-alive), an nginx auth_request -> portcullis /auth/verify
@@ -257,6 +258,12 @@ if [ "${MEMORY:-1}" = 1 ]; then
         MEMORY_ARGS=(--memory "$TMP/memory")
 fi
 ELAPSED=$(($(date +%s) - START))
+# HTTP/2 and gRPC (issue 17): bench/h2.sh, its own servers, writes bench/H2.md
+# (report.py appends it); H2=0 skips it, and so does an ONLY none of its cases match
+if [ "${H2:-1}" != 0 ]; then
+    ROUNDS=$ROUNDS DURATION=$DURATION THREADS=$THREADS ONLY=$ONLY PORTCULLIS_BIN=$BIN BENCH_OUT=$OUT \
+        bash "$BENCH_DIR/h2.sh" || echo "bench/h2.sh failed: the report keeps the last bench/H2.md" >&2
+fi
 if [ -n "$ONLY" ]; then
     echo "ONLY=$ONLY: no report written"
     exit 0
