@@ -109,33 +109,7 @@ PIDS=()
 trap cleanup EXIT
 
 # ---- servers ---------------------------------------------------------------
-nginx_conf() { # name, listen directive's address and flags, server-block body
-    mkdir -p "$TMP/$1"
-    cat >"$TMP/$1/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-pid $TMP/$1/nginx.pid;
-error_log $TMP/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/$1/body;
-    proxy_temp_path $TMP/$1/proxy;
-    fastcgi_temp_path $TMP/$1/fastcgi;
-    uwsgi_temp_path $TMP/$1/uwsgi;
-    scgi_temp_path $TMP/$1/scgi;
-    keepalive_requests 1000000;
-    server {
-        listen $2;
-$3
-    }
-}
-EOF
-    "$NGINX" -p "$TMP/$1" -c "$TMP/$1/nginx.conf" &
-    PIDS+=($!)
-    echo $! >"$TMP/$1/master"
-}
+# nginx_conf (bench/lib.sh): name, listen address and flags, server-block body
 
 HELLO='        location / { default_type text/plain; return 200 "hello from upstream\n"; }'
 nginx_conf upstream "127.0.0.1:$UP" "$HELLO"

@@ -1,4 +1,4 @@
-# Shared by bench/run.sh and bench/callgrind.sh (sourced, not run).
+# Shared by bench/run.sh, bench/h2.sh and bench/callgrind.sh (sourced, not run).
 
 # cleanup: the EXIT trap; kills the servers in PIDS, removes $TMP.
 cleanup() {
@@ -43,4 +43,38 @@ wait_port() {
     done
     echo "nothing listens on $1" >&2
     return 1
+}
+
+# nginx_conf NAME LISTEN SERVER_BODY [HTTP_EXTRA]
+# Starts one nginx (1 worker, access log off) in $TMP/NAME listening on
+# LISTEN (`127.0.0.1:PORT`, with flags such as `http2`), with SERVER_BODY in
+# its server block and HTTP_EXTRA (upstream blocks) in its http block; its
+# master's pid goes to PIDS and to $TMP/NAME/master. Needs $NGINX and $TMP.
+nginx_conf() {
+    mkdir -p "$TMP/$1"
+    cat >"$TMP/$1/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+pid $TMP/$1/nginx.pid;
+error_log $TMP/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/$1/body;
+    proxy_temp_path $TMP/$1/proxy;
+    fastcgi_temp_path $TMP/$1/fastcgi;
+    uwsgi_temp_path $TMP/$1/uwsgi;
+    scgi_temp_path $TMP/$1/scgi;
+    keepalive_requests 1000000;
+${4:-}
+    server {
+        listen $2;
+$3
+    }
+}
+EOF
+    "$NGINX" -p "$TMP/$1" -c "$TMP/$1/nginx.conf" &
+    PIDS+=($!)
+    echo $! >"$TMP/$1/master"
 }

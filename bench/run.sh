@@ -57,43 +57,17 @@ PIDS=()
 trap cleanup EXIT
 
 # ---- servers ---------------------------------------------------------------
-nginx_conf() { # name, port, server-block body
-    mkdir -p "$TMP/$1"
-    cat >"$TMP/$1/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-pid $TMP/$1/nginx.pid;
-error_log $TMP/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/$1/body;
-    proxy_temp_path $TMP/$1/proxy;
-    fastcgi_temp_path $TMP/$1/fastcgi;
-    uwsgi_temp_path $TMP/$1/uwsgi;
-    scgi_temp_path $TMP/$1/scgi;
-    keepalive_requests 1000000;
-    upstream application { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
-    upstream portcullis { server 127.0.0.1:$PC; keepalive 64; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$2;
-$3
-    }
-}
-EOF
-    "$NGINX" -p "$TMP/$1" -c "$TMP/$1/nginx.conf" &
-    PIDS+=($!)
-    echo $! >"$TMP/$1/master"
-}
+# nginx_conf (bench/lib.sh), the proxies with their upstream blocks
+UPSTREAMS="    upstream application { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
+    upstream portcullis { server 127.0.0.1:$PC; keepalive 64; keepalive_requests 1000000; }"
 
-nginx_conf upstream "$UP" '        location / { default_type text/plain; return 200 "hello from upstream\n"; }'
-nginx_conf proxy "$NGX" '        location / {
+nginx_conf upstream "127.0.0.1:$UP" '        location / { default_type text/plain; return 200 "hello from upstream\n"; }'
+nginx_conf proxy "127.0.0.1:$NGX" '        location / {
             proxy_pass http://application;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }'
-nginx_conf authreq "$NGXAUTH" '        location / {
+        }' "$UPSTREAMS"
+nginx_conf authreq "127.0.0.1:$NGXAUTH" '        location / {
             auth_request /_portcullis_verify;
             auth_request_set $auth_user_id $upstream_http_x_auth_user_id;
             auth_request_set $auth_roles $upstream_http_x_auth_roles;
@@ -112,7 +86,7 @@ nginx_conf authreq "$NGXAUTH" '        location / {
             proxy_set_header X-Original-URI $request_uri;
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
-        }'
+        }' "$UPSTREAMS"
 
 portcullis_config "$TMP/portcullis.toml" "$PC" "$PCADMIN" "$UP" "$TMP/portcullis.db" "$THREADS" \
     "[cache]

@@ -555,3 +555,39 @@ def make_credentials(sc: Sidecar, tag: str) -> Credentials:
         admin_id=admin["user"]["id"],
         member_key=key,
     )
+
+
+class JsonNginx:
+    """nginx on 127.0.0.1 answering every request with a JSON object of
+    nginx variables (`fields`: name -> `$variable`), i.e. with what it saw.
+    `listen_flags` and `server_extra` add TLS (`ssl http2`, certificates)."""
+
+    def __init__(self, workdir: Path, fields: dict[str, str], name: str = "nginx-json", listen_flags: str = "", server_extra: str = ""):
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        body = ",".join(f'"{k}":"{v}"' for k, v in fields.items())
+        (workdir / "nginx.conf").write_text(
+            f"""worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}/body;
+  proxy_temp_path {workdir}/proxy;
+  fastcgi_temp_path {workdir}/fastcgi;
+  uwsgi_temp_path {workdir}/uwsgi;
+  scgi_temp_path {workdir}/scgi;
+  server {{
+    listen 127.0.0.1:{self.port} {listen_flags};
+    {server_extra}
+    location / {{ default_type application/json; return 200 '{{{body}}}'; }}
+  }}
+}}
+"""
+        )
+        self.proc = Proc(name, [which("nginx", "/usr/sbin/nginx"), "-e", str(workdir / "error.log"), "-p", str(workdir), "-c", str(workdir / "nginx.conf")], workdir / "nginx.out")
+        poll(lambda: port_open(self.port), 15, name, proc=self.proc)
+
+    def stop(self):
+        self.proc.stop()

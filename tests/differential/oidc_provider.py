@@ -81,6 +81,16 @@ def node_dir() -> Path:
     return d
 
 
+def require(counterpart_missing) -> None:
+    """Fails (CI) or skips through the suite's `counterpart_missing` when
+    node or the installed oidc-provider is not there."""
+    try:
+        node_bin()
+        node_dir()
+    except OidcMissing as e:
+        counterpart_missing(f"oidc-provider: {e}")
+
+
 def node_bin() -> str:
     n = which("node", "nodejs")
     if not n:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 import oidc_provider as oidc
-from harness import Proc, Sidecar, free_port, http_json, poll, which
+from harness import JsonNginx, Sidecar, free_port, http_json, poll, which
 
 try:
     import jwt  # PyJWT: only to mint the edge cases a provider will not issue
@@ -75,47 +74,10 @@ ACCOUNTS = oidc.DEFAULT_ACCOUNTS + [
 ]
 
 
-class Echo:
+def Echo(workdir: Path) -> JsonNginx:
     """nginx answering with the identity headers it received."""
-
-    FIELDS = ("user_id", "method", "roles", "permissions", "tenant_id", "email")
-
-    def __init__(self, workdir: Path):
-        self.port = free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        body = ",".join(f'"{f}":"$http_x_auth_{f}"' for f in self.FIELDS)
-        (workdir / "nginx.conf").write_text(
-            f"""worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {workdir}/body;
-  proxy_temp_path {workdir}/proxy;
-  fastcgi_temp_path {workdir}/fastcgi;
-  uwsgi_temp_path {workdir}/uwsgi;
-  scgi_temp_path {workdir}/scgi;
-  server {{
-    listen 127.0.0.1:{self.port};
-    location / {{ default_type application/json; return 200 '{{{body}}}'; }}
-  }}
-}}
-"""
-        )
-        self.proc = Proc("nginx-echo", [which("nginx", "/usr/sbin/nginx"), "-e", str(workdir / "error.log"), "-p", str(workdir), "-c", str(workdir / "nginx.conf")], workdir / "nginx.out")
-
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        poll(up, 15, "nginx", proc=self.proc)
-
-    def stop(self):
-        self.proc.stop()
+    fields = ("user_id", "method", "roles", "permissions", "tenant_id", "email")
+    return JsonNginx(workdir, {f: f"$http_x_auth_{f}" for f in fields}, "nginx-echo")
 
 
 def _issuer_toml(op: oidc.OpenIdProvider, **extra) -> str:
@@ -133,11 +95,7 @@ def _issuer_toml(op: oidc.OpenIdProvider, **extra) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, require_binary, counterpart_missing):
-    try:
-        oidc.node_bin()
-        oidc.node_dir()
-    except oidc.OidcMissing as e:
-        counterpart_missing(f"oidc-provider: {e}")
+    oidc.require(counterpart_missing)
     if jwt is None:
         counterpart_missing("PyJWT (PyPI) is not installed")
     if not which("nginx", "/usr/sbin/nginx"):

@@ -44,11 +44,7 @@ def _get(port: int, path: str, cookie: str | None = None) -> tuple[int, dict, di
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, require_binary, counterpart_missing):
-    try:
-        oidc.node_bin()
-        oidc.node_dir()
-    except oidc.OidcMissing as e:
-        counterpart_missing(f"oidc-provider: {e}")
+    oidc.require(counterpart_missing)
     work = tmp_path_factory.mktemp("oidc-login")
     op_port = free_port()
     issuer = f"http://127.0.0.1:{op_port}"

@@ -21,11 +21,7 @@ ES_CLIENT = "es256-rp"
 
 @pytest.fixture(scope="module")
 def op(tmp_path_factory, counterpart_missing):
-    try:
-        oidc.node_bin()
-        oidc.node_dir()
-    except oidc.OidcMissing as e:
-        counterpart_missing(f"oidc-provider: {e}")
+    oidc.require(counterpart_missing)
     clients = oidc.default_clients([CALLBACK]) + [
         {
             "client_id": ES_CLIENT,

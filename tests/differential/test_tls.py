@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Proc, Sidecar, free_port, http_json, poll, which
+from harness import JsonNginx, Proc, Sidecar, free_port, http_json, poll, which
 
 try:  # the counterpart; when missing the tests fail under CI, never skip silently
     import grpc
@@ -116,51 +116,12 @@ def _metric(sc: Sidecar, name: str, labels: str) -> float:
 # --------------------------------------------------------------------------
 
 
-class Upstream:
+def Upstream(workdir: Path, tls: tuple[Path, Path] | None = None) -> JsonNginx:
     """nginx as the upstream, answering with what it saw."""
-
-    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None):
-        self.port = free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        if tls:
-            listen = f"listen 127.0.0.1:{self.port} ssl http2;\n ssl_certificate {tls[0]};\n ssl_certificate_key {tls[1]};"
-        else:
-            listen = f"listen 127.0.0.1:{self.port};"
-        (workdir / "nginx.conf").write_text(
-            f"""worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {workdir}/body;
-  proxy_temp_path {workdir}/proxy;
-  fastcgi_temp_path {workdir}/fastcgi;
-  uwsgi_temp_path {workdir}/uwsgi;
-  scgi_temp_path {workdir}/scgi;
-  server {{
-    {listen}
-    location / {{
-      default_type application/json;
-      return 200 '{{"protocol":"$server_protocol","tls":"$ssl_protocol","user":"$http_x_auth_user_id","proto":"$http_x_forwarded_proto","sni":"$ssl_server_name"}}';
-    }}
-  }}
-}}
-"""
-        )
-        self.proc = Proc("nginx-tls", [which("nginx", "/usr/sbin/nginx"), "-e", str(workdir / "error.log"), "-p", str(workdir), "-c", str(workdir / "nginx.conf")], workdir / "nginx.out")
-
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        poll(up, 15, "nginx", proc=self.proc)
-
-    def stop(self):
-        self.proc.stop()
+    fields = {"protocol": "$server_protocol", "tls": "$ssl_protocol", "user": "$http_x_auth_user_id", "proto": "$http_x_forwarded_proto", "sni": "$ssl_server_name"}
+    if tls:
+        return JsonNginx(workdir, fields, "nginx-tls", "ssl http2", f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};")
+    return JsonNginx(workdir, fields, "nginx-tls")
 
 
 @pytest.fixture(scope="module")
