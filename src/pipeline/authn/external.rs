@@ -598,6 +598,98 @@ mod tests {
         assert!(strings(&json!(42)).is_empty());
     }
 
+    /// ID tokens signed by a real key, its key set served over HTTP: what a
+    /// provider will not issue (another audience, expired, another nonce…).
+    #[tokio::test]
+    async fn id_tokens_are_checked_for_issuer_audience_azp_nonce_and_expiry() {
+        use crate::store::sqlite::SqliteStore;
+        use crate::tokens::KeyRing;
+        use jsonwebtoken::Header;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
+        let keys = KeyRing::load(&Config::default(), store.clone())
+            .await
+            .unwrap();
+        let set = keys.current();
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap();
+        let body = set.jwks.to_vec();
+        std::thread::spawn(move || {
+            for req in server.incoming_requests() {
+                let _ = req.respond(tiny_http::Response::from_data(body.clone()));
+            }
+        });
+        let mut config = Config::default();
+        config.issuers.push(IssuerConfig {
+            name: "idp".into(),
+            issuer: "https://idp.example".into(),
+            jwks_url: format!("http://{addr}/jwks"),
+            audiences: vec!["api".into()],
+            algorithms: vec!["EdDSA".into()],
+            client_id: "rp".into(),
+            leeway_seconds: 0,
+            ..IssuerConfig::default()
+        });
+        let tenants = Arc::new(TenantDirectory::new(
+            store.clone(),
+            config.tenancy.clone(),
+            Duration::from_secs(60),
+        ));
+        let external = ExternalIssuers::new(&config, store, tenants)
+            .unwrap()
+            .unwrap();
+        let sign = |claims: Value| {
+            let mut header = Header::new(set.signer.algorithm);
+            header.kid = Some(set.signer.kid.clone());
+            jsonwebtoken::encode(&header, &claims, &set.signer.key).unwrap()
+        };
+        let at = crate::vocab::now();
+        let good = json!({"iss": "https://idp.example", "sub": "u1", "aud": "rp",
+                          "iat": at, "exp": at + 60, "nonce": "n1"});
+        let claims = external
+            .verify_id_token(0, &sign(good.clone()), "n1")
+            .await
+            .unwrap();
+        assert_eq!(claims["sub"], "u1");
+        let with = |k: &str, v: Value| {
+            let mut c = good.clone();
+            c[k] = v;
+            sign(c)
+        };
+        for (token, nonce, says) in [
+            (with("aud", json!("api")), "n1", "wrong audience"),
+            (
+                with("iss", json!("https://other.example")),
+                "n1",
+                "wrong issuer",
+            ),
+            (with("exp", json!(at - 3600)), "n1", "expired"),
+            (sign(good.clone()), "n2", "nonce"),
+            (with("azp", json!("another-client")), "n1", "azp"),
+            (with("aud", json!(["rp", "api"])), "n1", "several audiences"),
+            (with("nonce", Value::Null), "n1", "nonce"),
+        ] {
+            match external.verify_id_token(0, &token, nonce).await {
+                Err(Error::ExternalLoginFailed(why)) => {
+                    assert!(why.contains(says), "{says}: {why}")
+                }
+                other => panic!("{says}: {other:?}"),
+            }
+        }
+        // several audiences with azp naming us pass
+        let both = sign(
+            json!({"iss": "https://idp.example", "sub": "u1", "aud": ["rp", "api"],
+                               "azp": "rp", "iat": at, "exp": at + 60, "nonce": "n1"}),
+        );
+        assert!(external.verify_id_token(0, &both, "n1").await.is_ok());
+        // a signature by another key
+        let mut forged = sign(good).rsplit_once('.').unwrap().0.to_string();
+        forged.push_str(".AAAA");
+        assert!(external.verify_id_token(0, &forged, "n1").await.is_err());
+    }
+
     #[test]
     fn cache_control_max_age() {
         let mut h = http::HeaderMap::new();
