@@ -81,6 +81,14 @@ pub static OIDC_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static OIDC_LOGINS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "portcullis_oidc_logins_total",
+        "Logins through an external provider, counted at its callback",
+        &["issuer", "outcome"],
+    )
+});
+
 pub static AUTH_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "portcullis_auth_decisions_total",
@@ -269,6 +277,7 @@ pub fn init() {
     LazyLock::force(&AUTH_DECISIONS);
     LazyLock::force(&OIDC_JWKS_FETCHES);
     LazyLock::force(&OIDC_TOKENS);
+    LazyLock::force(&OIDC_LOGINS);
     LazyLock::force(&AUTH_CACHE);
     LazyLock::force(&LOGINS);
     LazyLock::force(&TOKEN_REFRESHES);

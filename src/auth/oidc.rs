@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::crypto::{constant_time_eq, random_token, token_hash};
 use crate::error::Error;
 use crate::http_types::AuthRequest;
+use crate::metrics;
 use crate::pipeline::authn::external::ExternalIssuers;
 use crate::store::{NewUser, OidcCode, OidcLogin, User, UserIdentity, UserStatus};
 use crate::tenancy::TENANT_HEADER;
@@ -204,6 +205,28 @@ pub async fn callback(
     provider: &str,
 ) -> Result<Reply<Redirect>, Error> {
     let (issuers, index) = login_issuer(app, provider)?;
+    let result = finish_login(app, req, issuers, index, provider).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(Error::ExternalLoginFailed(_)) => "failed",
+        Err(Error::ProviderUnavailable) => "provider_unavailable",
+        Err(Error::AccountDisabled) => "disabled",
+        Err(Error::StoreUnavailable) => "store_unavailable",
+        Err(_) => "error",
+    };
+    metrics::OIDC_LOGINS
+        .with_label_values(&[issuers.config(index).name.as_str(), outcome])
+        .inc();
+    result
+}
+
+async fn finish_login(
+    app: &App,
+    req: &AuthRequest,
+    issuers: &ExternalIssuers,
+    index: usize,
+    provider: &str,
+) -> Result<Reply<Redirect>, Error> {
     let cfg = issuers.config(index);
     let failed = |why: &str| Error::ExternalLoginFailed(why.to_string());
     let q = query(req);

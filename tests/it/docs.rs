@@ -131,7 +131,9 @@ fn every_metric_is_documented_and_every_documented_metric_exists() {
     // and an external issuer whose keys cannot be fetched, shown one token
     let issuer = format!("http://{}/idp", dead_address());
     let sc = Sidecar::start(Opts::new().upstream(&dead_address()).raw_toml(&format!(
-        "[[issuers]]\nissuer = {}\njwks_url = {}\naudiences = [\"api\"]\nfetch_timeout_ms = 500\n",
+        "[[issuers]]\nissuer = {}\njwks_url = {}\naudiences = [\"api\"]\nfetch_timeout_ms = 500\n\
+         client_id = \"rp\"\ncallback_url = \"http://127.0.0.1/auth/oidc/oidc/callback\"\n\
+         redirect_uris = [\"http://127.0.0.1/app\"]\n",
         toml_str(&issuer),
         toml_str(&format!("{issuer}/jwks"))
     )));
@@ -155,6 +157,8 @@ fn every_metric_is_documented_and_every_documented_metric_exists() {
         b64(json!({"iss": issuer, "sub": "s", "aud": "api", "exp": 4102444800u64}))
     );
     assert_status(&sc.get("/api/x", Some(&external)), 401);
+    // and a login callback nobody started
+    assert_status(&sc.get("/auth/oidc/oidc/callback?state=nobody", None), 401);
     let scrape = sc.admin_get("/metrics").body;
     let live: BTreeSet<String> = scrape
         .lines()
