@@ -104,6 +104,15 @@ class Login:
         return _get(self.sc.proxy_port, path, self.cookie if cookie == "same" else cookie)
 
 
+def logins(sc: Sidecar, outcome: str) -> float:
+    _, _, raw, _ = http_json(sc.admin_port, "GET", "/metrics")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in raw.decode().splitlines()
+        if line.startswith("portcullis_oidc_logins_total{") and f'outcome="{outcome}"' in line
+    )
+
+
 def finish(sc: Sidecar, op: oidc.OpenIdProvider, login: str) -> dict:
     flow = Login(sc, op)
     st, headers, body = flow.callback(flow.at_provider(login))
@@ -132,6 +141,7 @@ def test_a_new_user_logs_in_and_gets_our_own_tokens(stack):
     assert st == 200 and again["user"]["id"] == tokens["user"]["id"]
     # the second login is the same user, through the link
     assert finish(sc, op, "alice")["user"]["id"] == tokens["user"]["id"]
+    assert logins(sc, "success") >= 2
 
 
 def test_an_existing_account_is_linked_by_verified_email_and_admins_see_it(stack):
@@ -163,6 +173,7 @@ def test_an_unverified_email_neither_links_nor_creates(stack):
     st, _, body = flow.callback(flow.at_provider("bob"))
     assert st == 401 and body["error"]["code"] == "EXTERNAL_LOGIN_FAILED", body
     assert "verified" in body["error"]["message"]
+    assert logins(sc, "failed") >= 1
     # no account was made for bob@example.com: he can still register
     assert sc.register("bob@example.com", "Bob-Local-" + os.urandom(4).hex() + "!7")["user"]["email"] == "bob@example.com"
 
@@ -236,6 +247,7 @@ def test_the_provider_down_during_the_login_is_a_503(stack):
     try:
         st, _, body = flow.callback(back)
         assert st == 503 and body["error"]["code"] == "PROVIDER_UNAVAILABLE", body
+        assert logins(sc, "provider_unavailable") >= 1
     finally:
         op.start()
     # the provider back: a new login works again
