@@ -115,21 +115,31 @@ pub async fn start(app: &App, req: &AuthRequest, provider: &str) -> Result<Reply
             "state is longer than 512 characters",
         ));
     }
-    let tenant_name = param(&q, "tenant")
-        .or(req.header(TENANT_HEADER))
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            if cfg.tenant.is_empty() {
-                app.config.tenancy.default_tenant.clone()
-            } else {
-                cfg.tenant.clone()
+    let requested = param(&q, "tenant").or(req.header(TENANT_HEADER));
+    let tenant = match (requested, cfg.tenant.is_empty()) {
+        (Some(name), true) => app.tenants.lookup(name).await?,
+        (None, true) => {
+            app.tenants
+                .lookup(&app.config.tenancy.default_tenant)
+                .await?
+        }
+        // a provider of one tenant logs users into that tenant only
+        (requested, false) => {
+            let own = app.tenants.lookup(&cfg.tenant).await?;
+            if let (Some(name), Some(own)) = (requested, &own) {
+                let asked = app
+                    .tenants
+                    .lookup(name)
+                    .await?
+                    .ok_or(Error::TenantNotFound)?;
+                if asked.id != own.id {
+                    return Err(Error::TenantMismatch);
+                }
             }
-        });
-    let tenant = app
-        .tenants
-        .lookup(&tenant_name)
-        .await?
-        .ok_or(Error::TenantNotFound)?;
+            own
+        }
+    }
+    .ok_or(Error::TenantNotFound)?;
     let endpoints = issuers.login_endpoints(index).await?;
     let (state, nonce, verifier, binding) = (
         random_token(""),

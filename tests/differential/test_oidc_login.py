@@ -63,6 +63,16 @@ client_id = {json.dumps(oidc.RP_CLIENT_ID)}
 client_secret_file = {json.dumps(str(secret))}
 callback_url = {json.dumps(callback)}
 redirect_uris = [{json.dumps(APP)}]
+
+[[issuers]]
+name = "acmeidp"
+issuer = {json.dumps(issuer)}
+audiences = [{json.dumps(oidc.RESOURCE)}]
+client_id = {json.dumps(oidc.RP_CLIENT_ID)}
+client_secret_file = {json.dumps(str(secret))}
+callback_url = {json.dumps(callback.replace("testidp", "acmeidp"))}
+redirect_uris = [{json.dumps(APP)}]
+tenant = "acme"
 """
     )
     accounts = oidc.DEFAULT_ACCOUNTS + [
@@ -70,6 +80,8 @@ redirect_uris = [{json.dumps(APP)}]
     ]
     op = oidc.OpenIdProvider(work / "op", port=op_port, accounts=accounts, redirect_uris=[callback]).start()
     sc.start()
+    r = sc.cli(["tenant", "create", "acme"])
+    assert r.returncode == 0, r.stderr
     yield sc, op
     sc.stop()
     op.stop()
@@ -252,3 +264,16 @@ def test_the_provider_down_during_the_login_is_a_503(stack):
         op.start()
     # the provider back: a new login works again
     assert finish(sc, op, "alice")["accessToken"]
+
+
+def test_the_tenant_of_a_login(stack):
+    sc, _ = stack
+    start = lambda provider, **q: _get(sc.proxy_port, f"/auth/oidc/{provider}/start?" + urllib.parse.urlencode({"redirect_uri": APP, **q}))
+    st, _, body = start("testidp", tenant="nosuch")
+    assert st == 404 and body["error"]["code"] == "TENANT_NOT_FOUND"
+    assert start("testidp", tenant="acme")[0] == 302
+    # a provider of one tenant logs into that tenant only
+    st, _, body = start("acmeidp", tenant="default")
+    assert st == 403 and body["error"]["code"] == "TENANT_MISMATCH"
+    assert start("acmeidp")[0] == 302
+    assert start("acmeidp", tenant="acme")[0] == 302
