@@ -224,6 +224,19 @@ fn every_error_code_is_documented_and_every_documented_code_exists() {
         documented, codes,
         "the error table of docs/http-api.md and Error::code differ"
     );
+    // and the Error schema of openapi.json (schemathesis checks answers against it)
+    let openapi: serde_json::Value = serde_json::from_str(&read("openapi.json")).unwrap();
+    let listed: BTreeSet<String> = openapi["components"]["schemas"]["Error"]["properties"]["error"]
+        ["properties"]["code"]["enum"]
+        .as_array()
+        .expect("openapi.json's Error has an enum of codes")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        listed, codes,
+        "openapi.json's Error codes and Error::code differ"
+    );
 }
 
 #[test]
