@@ -32,6 +32,13 @@ impl AuthRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The query string's pairs, percent-decoded, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(self.query.as_deref().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect()
+    }
+
     pub fn user_agent(&self) -> Option<String> {
         self.header("user-agent")
             .map(|ua| ua.chars().take(256).collect())

@@ -22,12 +22,6 @@ use crate::vocab::Identity;
 
 pub const MAX_PAGE_SIZE: u32 = 100;
 
-fn query_pairs(req: &AuthRequest) -> Vec<(String, String)> {
-    form_urlencoded::parse(req.query.as_deref().unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
-}
-
 fn query_u32(
     pairs: &[(String, String)],
     key: &str,
@@ -78,7 +72,7 @@ pub async fn list_users(
     req: &AuthRequest,
     caller: Arc<Identity>,
 ) -> Result<Reply<UserPage>, Error> {
-    let pairs = query_pairs(req);
+    let pairs = req.query_pairs();
     let page = query_u32(&pairs, "page", 1, 1, 1_000_000)?;
     let limit = query_u32(&pairs, "limit", 25, 1, MAX_PAGE_SIZE)?;
     let q = pairs
@@ -568,7 +562,7 @@ pub async fn audit_log(
     req: &AuthRequest,
     caller: Arc<Identity>,
 ) -> Result<Reply<Items<AuditItem>>, Error> {
-    let pairs = query_pairs(req);
+    let pairs = req.query_pairs();
     let limit = query_u32(&pairs, "limit", 100, 1, 1000)?;
     let user = match pairs
         .iter()

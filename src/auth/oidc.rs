@@ -15,7 +15,7 @@ use super::issue::issue_tokens;
 use super::mfa;
 use super::session::LoggedIn;
 use crate::app::App;
-use crate::crypto::{constant_time_eq, random_token, token_hash};
+use crate::crypto::{constant_time_eq, digest_hash, random_token, token_digest, token_hash};
 use crate::error::Error;
 use crate::http_types::AuthRequest;
 use crate::metrics;
@@ -32,12 +32,6 @@ const CODE_SECONDS: i64 = 60;
 const BINDING_COOKIE: &str = "portcullis_oidc";
 /// The `amr` of a session begun at an external provider.
 pub const AMR_FEDERATED: &str = "fed";
-
-fn query(req: &AuthRequest) -> Vec<(String, String)> {
-    form_urlencoded::parse(req.query.as_deref().unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
 
 fn param<'q>(q: &'q [(String, String)], name: &str) -> Option<&'q str> {
     q.iter()
@@ -98,7 +92,7 @@ fn redirect(location: String) -> Reply<Redirect> {
 pub async fn start(app: &App, req: &AuthRequest, provider: &str) -> Result<Reply<Redirect>, Error> {
     let (issuers, index) = login_issuer(app, provider)?;
     let cfg = issuers.config(index);
-    let q = query(req);
+    let q = req.query_pairs();
     let redirect_uri = param(&q, "redirect_uri")
         .ok_or_else(|| Error::invalid("redirect_uri", "redirect_uri is required"))?;
     // exact match only: a login never ends anywhere else (no open redirect)
@@ -147,11 +141,8 @@ pub async fn start(app: &App, req: &AuthRequest, provider: &str) -> Result<Reply
         random_token(""),
         random_token(""),
     );
-    let challenge = {
-        use base64::Engine;
-        use sha2::Digest;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&verifier))
-    };
+    // PKCE S256: base64url(SHA-256(verifier)), the stored form of a token digest
+    let challenge = digest_hash(&token_digest(&verifier));
     app.store
         .create_oidc_login(OidcLogin {
             state_hash: token_hash(&state),
@@ -239,7 +230,7 @@ async fn finish_login(
 ) -> Result<Reply<Redirect>, Error> {
     let cfg = issuers.config(index);
     let failed = |why: &str| Error::ExternalLoginFailed(why.to_string());
-    let q = query(req);
+    let q = req.query_pairs();
     let state = param(&q, "state").ok_or_else(|| failed("no state"))?;
     // single use: the login is gone whatever happens next
     let login = app
@@ -257,13 +248,9 @@ async fn finish_login(
         return Err(failed("this browser did not start the login"));
     }
     if let Some(error) = param(&q, "error") {
-        let error: String = error
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(64)
-            .collect();
         return Err(Error::ExternalLoginFailed(format!(
-            "the provider answered {error}"
+            "the provider answered {}",
+            printable(error)
         )));
     }
     let code = param(&q, "code").ok_or_else(|| failed("no code"))?;
@@ -297,6 +284,16 @@ async fn finish_login(
     Ok(reply)
 }
 
+/// A provider's error code as we repeat it: letters, digits, `_` and
+/// spaces, at most 64 (it comes from a URL or a body we do not control).
+fn printable(error: &str) -> String {
+    error
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ' ')
+        .take(64)
+        .collect()
+}
+
 /// A code bound to the redirect URI it is handed to.
 fn code_hash(code: &str, redirect_uri: &str) -> String {
     token_hash(&format!("{code}\n{redirect_uri}"))
@@ -317,33 +314,9 @@ async fn exchange(
         ("redirect_uri", cfg.callback_url.as_str()),
         ("code_verifier", verifier),
     ];
-    let secret = crate::config::Config::read_secret_file(
-        &format!("issuers ({}) client_secret_file", cfg.name),
-        &cfg.client_secret_file,
-    )
-    .map_err(|e| {
-        tracing::error!(error = %e, "client secret not read");
-        Error::Internal
-    })?;
-    let basic = match secret {
-        Some(secret) => {
-            use base64::Engine;
-            let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            let secret = String::from_utf8_lossy(&secret).trim().to_string();
-            Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!(
-                    "{}:{}",
-                    enc(&cfg.client_id),
-                    enc(&secret)
-                ))
-            ))
-        }
-        None => {
-            fields.push(("client_id", cfg.client_id.as_str()));
-            None
-        }
-    };
+    if endpoints.client_authorization.is_none() {
+        fields.push(("client_id", cfg.client_id.as_str()));
+    }
     let form = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(fields)
         .finish();
@@ -351,8 +324,8 @@ async fn exchange(
         ("content-type", "application/x-www-form-urlencoded"),
         ("accept", "application/json"),
     ];
-    if let Some(b) = &basic {
-        headers.push(("authorization", b.as_str()));
+    if let Some(basic) = endpoints.client_authorization {
+        headers.push(("authorization", basic));
     }
     let answer = endpoints
         .token
@@ -377,13 +350,9 @@ async fn exchange(
             .ok()
             .and_then(|r| r.error)
             .unwrap_or_else(|| format!("HTTP {}", answer.status));
-        let error: String = error
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ' ')
-            .take(64)
-            .collect();
         return Err(Error::ExternalLoginFailed(format!(
-            "the provider refused the code ({error})"
+            "the provider refused the code ({})",
+            printable(&error)
         )));
     }
     serde_json::from_slice::<TokenAnswer>(&answer.body)

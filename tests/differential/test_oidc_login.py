@@ -22,7 +22,7 @@ import urllib.parse
 import pytest
 
 import oidc_provider as oidc
-from harness import Sidecar, free_port, http_json
+from harness import Proc, Sidecar, free_port, http_json, poll
 
 APP = "http://127.0.0.1:9/app/callback"
 
@@ -277,3 +277,26 @@ def test_the_tenant_of_a_login(stack):
     assert st == 403 and body["error"]["code"] == "TENANT_MISMATCH"
     assert start("acmeidp")[0] == 302
     assert start("acmeidp", tenant="acme")[0] == 302
+
+
+def test_an_unreadable_client_secret_file_stops_the_start(tmp_path, require_binary):
+    sc = Sidecar(tmp_path, "127.0.0.1:9", name="portcullis-oidc-nosecret")
+    sc.config.write_text(
+        sc.config.read_text()
+        + f"""
+[[issuers]]
+name = "testidp"
+issuer = "http://127.0.0.1:9"
+audiences = ["api"]
+client_id = "rp"
+client_secret_file = {json.dumps(str(tmp_path / "missing-secret"))}
+callback_url = "http://127.0.0.1/auth/oidc/testidp/callback"
+redirect_uris = [{json.dumps(APP)}]
+"""
+    )
+    proc = Proc("portcullis-oidc-nosecret", [str(sc.bin), "serve", "--config", str(sc.config)], tmp_path / "out.log", cwd=tmp_path)
+    poll(proc.exited, 30, "portcullis to refuse to start")
+    out = (tmp_path / "out.log").read_text()
+    proc.stop()
+    assert proc.returncode() != 0
+    assert "client_secret_file" in out and "missing-secret" in out, out

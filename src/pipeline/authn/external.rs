@@ -103,10 +103,7 @@ impl ExternalIssuers {
     }
 
     async fn verify_with(&self, issuer: &Issuer, token: &str) -> Result<ExternalToken, Verdict> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Verdict::Invalid)?;
-        if !issuer.algorithms.contains(&header.alg) {
-            return Err(Verdict::Invalid);
-        }
+        let header = issuer.header(token).ok_or(Verdict::Invalid)?;
         let typ = header.typ.as_deref().unwrap_or("");
         let at_jwt =
             typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt");
@@ -118,13 +115,7 @@ impl ExternalIssuers {
             .key(header.kid.as_deref(), header.alg)
             .await
             .ok_or(Verdict::UnknownKey)?;
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = vec![header.alg];
-        validation.set_issuer(&[issuer.cfg.issuer.as_str()]);
-        validation.set_audience(&issuer.cfg.audiences);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = issuer.cfg.leeway_seconds;
-        validation.validate_nbf = true;
+        let validation = issuer.validation(header.alg, &issuer.cfg.audiences);
         let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => Verdict::Expired,
@@ -217,10 +208,13 @@ impl ExternalIssuers {
     }
 }
 
-/// Where a login with an issuer goes (its discovery document).
+/// Where a login with an issuer goes (its discovery document), and how
+/// this client authenticates at its token endpoint.
 pub struct LoginEndpoints<'a> {
     pub authorization: &'a str,
     pub token: &'a Endpoint,
+    /// `Authorization: Basic …` (`client_secret_basic`); `None`: a public client.
+    pub client_authorization: Option<&'a str>,
 }
 
 impl ExternalIssuers {
@@ -249,6 +243,7 @@ impl ExternalIssuers {
             (Some(authorization), Some(token)) => Ok(LoginEndpoints {
                 authorization,
                 token,
+                client_authorization: issuer.client_authorization.as_deref(),
             }),
             _ => Err(Error::ExternalLoginFailed(
                 "the provider's discovery document has no authorization or token endpoint".into(),
@@ -268,20 +263,14 @@ impl ExternalIssuers {
     ) -> Result<Value, Error> {
         let issuer = &self.issuers[index];
         let failed = |why: &str| Error::ExternalLoginFailed(format!("ID token: {why}"));
-        let header = jsonwebtoken::decode_header(token).map_err(|_| failed("not a JWT"))?;
-        if !issuer.algorithms.contains(&header.alg) {
-            return Err(failed("algorithm not accepted"));
-        }
+        let header = issuer
+            .header(token)
+            .ok_or_else(|| failed("not a JWT of an accepted algorithm"))?;
         let key = issuer
             .key(header.kid.as_deref(), header.alg)
             .await
             .ok_or_else(|| failed("signed by an unknown key"))?;
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = vec![header.alg];
-        validation.set_issuer(&[issuer.cfg.issuer.as_str()]);
-        validation.set_audience(&[issuer.cfg.client_id.as_str()]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = issuer.cfg.leeway_seconds;
+        let validation = issuer.validation(header.alg, &[issuer.cfg.client_id.as_str()]);
         let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => failed("expired"),
@@ -353,6 +342,8 @@ struct Issuer {
     jwks_url: Option<Endpoint>,
     /// The discovery document, once read.
     discovered: tokio::sync::OnceCell<Discovered>,
+    /// `client_secret_basic` from `client_secret_file`, read at start.
+    client_authorization: Option<String>,
     keys: RwLock<Arc<KeySet>>,
     /// One fetch at a time; when the last one began.
     fetching: tokio::sync::Mutex<Option<Instant>>,
@@ -392,7 +383,24 @@ impl Issuer {
                     .map_err(|e| format!("{key}: `{a}`: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let client_authorization = Config::read_secret_file(
+            &format!("{key} client_secret_file"),
+            &cfg.client_secret_file,
+        )
+        .map_err(|e| e.to_string())?
+        .map(|secret| {
+            use base64::Engine;
+            // RFC 6749 §2.3.1: both form-encoded, then Basic
+            let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let secret = String::from_utf8_lossy(&secret).trim().to_string();
+            let pair = format!("{}:{}", enc(&cfg.client_id), enc(&secret));
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        });
         Ok(Issuer {
+            client_authorization,
             name: Arc::from(cfg.name.as_str()),
             subject_prefix: if cfg.subject_prefix.is_empty() {
                 format!("{}:", cfg.name)
@@ -407,6 +415,26 @@ impl Issuer {
             keys: RwLock::new(Arc::new(KeySet::default())),
             fetching: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// The token's header, when its algorithm is one this issuer accepts.
+    fn header(&self, token: &str) -> Option<jsonwebtoken::Header> {
+        jsonwebtoken::decode_header(token)
+            .ok()
+            .filter(|h| self.algorithms.contains(&h.alg))
+    }
+
+    /// What every token of this issuer must satisfy: `alg` only, its `iss`,
+    /// one of `audiences`, `exp` (and `nbf`) within the leeway, a `sub`.
+    fn validation<A: ToString>(&self, alg: Algorithm, audiences: &[A]) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
+        validation.set_issuer(&[self.cfg.issuer.as_str()]);
+        validation.set_audience(audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = self.cfg.leeway_seconds;
+        validation.validate_nbf = true;
+        validation
     }
 
     fn current(&self) -> Arc<KeySet> {
