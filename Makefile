@@ -113,6 +113,7 @@ DIFF_VENV ?= target/diff-venv
 DIFF_EXPRESS ?= target/diff-express
 # panva's oidc-provider (OpenID Certified): the real OpenID Provider of test_oidc*.py
 DIFF_OIDC ?= target/diff-oidc
+DIFF_BROWSER ?= target/diff-browser
 differential:
 	$(CARGO) build --release --locked
 	[ -x "$(DIFF_VENV)/bin/python" ] || python3 -m venv "$(DIFF_VENV)"
@@ -131,7 +132,13 @@ differential:
 	  cp tests/differential/oidc/package.json tests/differential/oidc/package-lock.json "$(DIFF_OIDC)/"; \
 	  (cd "$(DIFF_OIDC)" && npm ci --no-audit --no-fund --silent); \
 	fi
-	DIFF_EXPRESS_DIR="$(DIFF_EXPRESS)" DIFF_OIDC_DIR="$(DIFF_OIDC)" PORTCULLIS_BIN="$${PORTCULLIS_BIN:-target/release/portcullis}" \
+	@if command -v npm >/dev/null 2>&1 && { ! cmp -s tests/differential/browser/package-lock.json "$(DIFF_BROWSER)/package-lock.json" \
+	     || [ ! -d "$(DIFF_BROWSER)/node_modules/playwright-core" ]; }; then \
+	  mkdir -p "$(DIFF_BROWSER)"; \
+	  cp tests/differential/browser/package.json tests/differential/browser/package-lock.json "$(DIFF_BROWSER)/"; \
+	  (cd "$(DIFF_BROWSER)" && npm ci --no-audit --no-fund --silent); \
+	fi
+	DIFF_EXPRESS_DIR="$(DIFF_EXPRESS)" DIFF_OIDC_DIR="$(DIFF_OIDC)" DIFF_BROWSER_DIR="$(DIFF_BROWSER)" PORTCULLIS_BIN="$${PORTCULLIS_BIN:-target/release/portcullis}" \
 	  "$(DIFF_VENV)/bin/python" -m pytest tests/differential -q -rs -p no:cacheprovider
 	@bash .ci/components note differential ran
 

@@ -266,6 +266,7 @@ fn identity_header_building(c: &mut Criterion) {
         session_id: Some(Uuid::now_v7()),
         key_id: None,
         mfa: false,
+        passkey: false,
         external: None,
     });
     let mut group = c.benchmark_group("identity_headers");

@@ -15,6 +15,7 @@ use crate::notify::Webhook;
 use crate::pipeline::Pipeline;
 use crate::pipeline::authn::Authenticators;
 use crate::pipeline::authn::api_key::ApiKeyAuthenticator;
+use crate::crypto::webauthn::RelyingParty;
 use crate::pipeline::authn::external::ExternalIssuers;
 use crate::pipeline::authn::jwt::JwtAuthenticator;
 use crate::pipeline::otp::OtpStepUp;
@@ -42,6 +43,8 @@ pub struct App {
     pub revocations: Revocations,
     /// `[[issuers]]`: external providers' tokens and logins.
     pub external: Option<Arc<ExternalIssuers>>,
+    /// `[passkeys]`: the WebAuthn relying party; None while passkeys are off.
+    pub passkeys: Option<RelyingParty>,
     /// Notes API-key use; flushed in batches by a background task.
     pub api_keys: Arc<ApiKeyAuthenticator>,
     /// Public `/auth` requests per client IP.
@@ -100,6 +103,7 @@ impl App {
             config.lockout.clone(),
         ));
         let external = ExternalIssuers::new(&config, store.clone(), tenants.clone())?;
+        let passkeys = RelyingParty::new(&config.passkeys)?;
         let jwt = Arc::new(
             JwtAuthenticator::new(&config, store.clone(), keys.clone())
                 .with_external(external.clone()),
@@ -136,6 +140,7 @@ impl App {
         };
         Ok(Arc::new(App {
             external,
+            passkeys,
             webhook,
             log_tokens,
             tenants,

@@ -394,6 +394,7 @@ fn demo(config_path: Option<&Path>) -> CliResult {
             permissions: Vec::new(),
             roles: Vec::new(),
             require_otp: false,
+            require_passkey: false,
             credentials: vec![
                 crate::vocab::CredentialKind::Jwt,
                 crate::vocab::CredentialKind::ApiKey,

@@ -21,6 +21,7 @@ pub struct Config {
     pub jwt: JwtSection,
     pub accounts: AccountsSection,
     pub mfa: MfaSection,
+    pub passkeys: PasskeysSection,
     pub lockout: LockoutSection,
     pub rate_limit: RateLimitSection,
     pub cache: CacheSection,
@@ -284,6 +285,61 @@ impl Default for MfaSection {
     }
 }
 
+/// Passkeys (WebAuthn). Off while `rp_id` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasskeysSection {
+    /// The relying party id: the site's domain (`example.com`), never an IP.
+    pub rp_id: String,
+    /// The name authenticators show.
+    pub rp_name: String,
+    /// The exact origins a ceremony may come from; empty = `https://<rp_id>`.
+    pub origins: Vec<String>,
+    /// How long a ceremony's challenge lives (1–300 s; 60–300 recommended).
+    pub challenge_ttl_seconds: u64,
+    pub user_verification: UserVerification,
+    /// A passkey login this recent stands in for the password when a
+    /// passkey is deleted.
+    pub reauth_seconds: u64,
+}
+
+impl Default for PasskeysSection {
+    fn default() -> Self {
+        Self {
+            rp_id: String::new(),
+            rp_name: "portcullis".into(),
+            origins: Vec::new(),
+            challenge_ttl_seconds: 120,
+            user_verification: UserVerification::Preferred,
+            reauth_seconds: 300,
+        }
+    }
+}
+
+impl PasskeysSection {
+    pub fn enabled(&self) -> bool {
+        !self.rp_id.is_empty()
+    }
+
+    /// The origins ceremonies may come from.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        if self.origins.is_empty() {
+            vec![format!("https://{}", self.rp_id)]
+        } else {
+            self.origins.clone()
+        }
+    }
+}
+
+/// WebAuthn's `userVerification`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserVerification {
+    Required,
+    Preferred,
+    Discouraged,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LockoutSection {
@@ -524,6 +580,9 @@ pub struct RouteConfig {
     pub roles: Vec<String>,
     #[serde(default)]
     pub require_otp: bool,
+    /// The access token must be of a session begun with a passkey.
+    #[serde(default)]
+    pub require_passkey: bool,
     #[serde(default = "default_credentials")]
     pub credentials: Vec<CredentialKind>,
 }
@@ -781,15 +840,45 @@ impl Config {
                 return err(&key, "`credentials` must name at least one kind".into());
             }
             if route.auth == AuthMode::Public
-                && (route.require_otp || !route.permissions.is_empty() || !route.roles.is_empty())
+                && (route.require_otp
+                    || route.require_passkey
+                    || !route.permissions.is_empty()
+                    || !route.roles.is_empty())
             {
                 return err(
                     &key,
-                    "a public route cannot require permissions, roles or an OTP".into(),
+                    "a public route cannot require permissions, roles, an OTP or a passkey".into(),
                 );
             }
         }
         let mut names = std::collections::HashSet::new();
+        if self.passkeys.enabled() {
+            let pk = &self.passkeys;
+            if pk.rp_id.parse::<std::net::IpAddr>().is_ok()
+                || pk.rp_id.contains([':', '/', ' '])
+                || pk.rp_id.starts_with('.')
+            {
+                return err(
+                    "passkeys.rp_id",
+                    format!("`{}` is not a domain name like example.com", pk.rp_id),
+                );
+            }
+            if !(1..=300).contains(&pk.challenge_ttl_seconds) {
+                return err(
+                    "passkeys.challenge_ttl_seconds",
+                    "must be between 1 and 300".into(),
+                );
+            }
+            for o in &pk.origins {
+                let host = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+                if !host.is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#', ' '])) {
+                    return err(
+                        "passkeys.origins",
+                        format!("`{o}` is not an origin like https://app.example.com"),
+                    );
+                }
+            }
+        }
         for (i, iss) in self.issuers.iter().enumerate() {
             let key = format!("issuers[{i}] ({})", iss.name);
             if iss.name.is_empty()

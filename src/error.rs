@@ -83,6 +83,13 @@ pub enum Error {
     /// An external provider did not answer (discovery, token endpoint, keys).
     #[error("provider unavailable")]
     ProviderUnavailable,
+    /// A passkey ceremony's answer was not accepted (the reason is answered:
+    /// it holds no secret).
+    #[error("passkey rejected: {0}")]
+    PasskeyRejected(String),
+    /// The route needs the token of a session begun with a passkey.
+    #[error("passkey required")]
+    PasskeyRequired,
     /// Something went wrong inside; the details are logged, never answered.
     #[error("internal error")]
     Internal,
@@ -108,7 +115,7 @@ impl Error {
     pub fn status(&self) -> u16 {
         use Error::*;
         match self {
-            InvalidRequest { .. } | WeakPassword(_) | TenantRequired => 400,
+            InvalidRequest { .. } | WeakPassword(_) | TenantRequired | PasskeyRejected(_) => 400,
             InvalidCredentials
             | Unauthenticated
             | InvalidToken
@@ -119,6 +126,7 @@ impl Error {
             | OtpRequired
             | InvalidOtp
             | InvalidApiKey
+            | PasskeyRequired
             | ExternalLoginFailed(_) => 401,
             RegistrationClosed | AccountDisabled | AccountNotVerified | Forbidden
             | TenantMismatch | MfaNotEnrolled => 403,
@@ -171,6 +179,8 @@ impl Error {
             StoreUnavailable => "STORE_UNAVAILABLE",
             ExternalLoginFailed(_) => "EXTERNAL_LOGIN_FAILED",
             ProviderUnavailable => "PROVIDER_UNAVAILABLE",
+            PasskeyRejected(_) => "PASSKEY_REJECTED",
+            PasskeyRequired => "PASSKEY_REQUIRED",
             Internal => "INTERNAL_ERROR",
         }
     }
@@ -215,6 +225,8 @@ impl Error {
                 format!("Login with the external provider failed: {reason}")
             }
             ProviderUnavailable => "The identity provider did not answer".into(),
+            PasskeyRejected(reason) => format!("The passkey was not accepted: {reason}"),
+            PasskeyRequired => "This route needs a session begun with a passkey".into(),
             Internal => "Internal error".into(),
         }
     }

@@ -81,6 +81,14 @@ pub static OIDC_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static PASSKEY_CEREMONIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "portcullis_passkey_ceremonies_total",
+        "Passkey ceremonies finished, by ceremony (register, login, mfa) and outcome (success, rejected, error)",
+        &["ceremony", "outcome"],
+    )
+});
+
 pub static OIDC_LOGINS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "portcullis_oidc_logins_total",
@@ -278,6 +286,7 @@ pub fn init() {
     LazyLock::force(&OIDC_JWKS_FETCHES);
     LazyLock::force(&OIDC_TOKENS);
     LazyLock::force(&OIDC_LOGINS);
+    LazyLock::force(&PASSKEY_CEREMONIES);
     LazyLock::force(&AUTH_CACHE);
     LazyLock::force(&LOGINS);
     LazyLock::force(&TOKEN_REFRESHES);

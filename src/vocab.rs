@@ -54,8 +54,10 @@ pub struct Identity {
     pub session_id: Option<Uuid>,
     /// The id of an API key.
     pub key_id: Option<Uuid>,
-    /// The credential proved a second factor (`amr` has `otp`).
+    /// The credential proved a second factor (`amr` has `otp` or `mfa`).
     pub mfa: bool,
+    /// The session was begun with a passkey (`amr` has `hwk`).
+    pub passkey: bool,
     /// Set for an external issuer's token.
     pub external: Option<Arc<ExternalOrigin>>,
 }

@@ -294,6 +294,9 @@ pub async fn regenerate_backup_codes(
 pub struct MfaChallenge {
     /// Seconds.
     pub expires_in: i64,
+    /// How the step may be taken: `totp` (a TOTP or backup code at
+    /// `/auth/mfa/verify`) and, for a user holding one, `passkey`.
+    pub methods: Vec<&'static str>,
     pub mfa_required: bool,
     pub mfa_token: String,
 }
@@ -309,8 +312,19 @@ pub async fn start_mfa_login(app: &App, user: &User) -> Result<MfaChallenge, Err
             now() + MFA_TOKEN_TTL,
         )
         .await?;
+    let mut methods = vec!["totp"];
+    if app.passkeys.is_some()
+        && !app
+            .store
+            .passkeys_of_user(user.tenant_id, user.id)
+            .await?
+            .is_empty()
+    {
+        methods.push("passkey");
+    }
     Ok(MfaChallenge {
         expires_in: MFA_TOKEN_TTL,
+        methods,
         mfa_required: true,
         mfa_token: token,
     })
@@ -354,15 +368,11 @@ pub fn verify_refused(e: &Error) {
         .inc();
 }
 
-async fn verify_inner(
-    app: &App,
-    req: &AuthRequest,
-    body: VerifyBody,
-) -> Result<TokenResponse, Error> {
-    let token = body
-        .mfa_token
-        .ok_or_else(|| Error::invalid("mfaToken", "mfaToken is required"))?;
-    let code = required_code(body.code)?;
+/// The pending MFA login of an `mfa_…` token: its hash and its user (401
+/// `INVALID_TOKEN` when unknown, used, expired or burnt; the user's account
+/// must be usable).
+pub async fn open_mfa_token(app: &App, token: Option<String>) -> Result<(String, User), Error> {
+    let token = token.ok_or_else(|| Error::invalid("mfaToken", "mfaToken is required"))?;
     if !token.starts_with(MFA_TOKEN_PREFIX) || token.len() > 128 {
         return Err(Error::InvalidToken);
     }
@@ -382,6 +392,16 @@ async fn verify_inner(
         return Err(Error::AccountDisabled);
     }
     lockout::ensure_unlocked(&user)?;
+    Ok((hash, user))
+}
+
+async fn verify_inner(
+    app: &App,
+    req: &AuthRequest,
+    body: VerifyBody,
+) -> Result<TokenResponse, Error> {
+    let code = required_code(body.code)?;
+    let (hash, user) = open_mfa_token(app, body.mfa_token).await?;
     let mfa = app
         .store
         .mfa(user.id)

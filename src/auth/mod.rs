@@ -1,6 +1,6 @@
 //! The `/auth` routes the sidecar answers itself (SPEC §6). [`routes`] holds
 //! the one route table and dispatches to the handlers of [`session`],
-//! [`account`], [`mfa`], [`api_keys`], [`admin`], [`forward_auth`] and
+//! [`account`], [`mfa`], [`passkeys`], [`api_keys`], [`admin`], [`forward_auth`] and
 //! [`openapi`]; handlers take typed bodies and give typed replies ([`call`]),
 //! the user and token views live in [`views`].
 
@@ -13,6 +13,7 @@ pub mod issue;
 pub mod mfa;
 pub mod oidc;
 pub mod openapi;
+pub mod passkeys;
 pub mod routes;
 pub mod session;
 pub mod validate;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::call::{Reply, note_caller, parse_body};
-use super::{account, admin, api_keys, forward_auth, mfa, oidc, openapi, session};
+use super::{account, admin, api_keys, forward_auth, mfa, oidc, openapi, passkeys, session};
 use crate::app::App;
 use crate::error::Error;
 use crate::http_types::{AuthRequest, HttpResponse};
@@ -362,6 +362,65 @@ pub static ROUTES: &[Route] = &[
         "auth_api_key",
         Handler::SessionInTenant(|c, w| param_as(c, w, api_keys::revoke)),
     ),
+    // passkeys (src/auth/passkeys.rs)
+    Route::new(
+        Verb::Post,
+        "/passkeys/register/begin",
+        "auth_passkeys_register_begin",
+        Handler::Session(|c, w| bare_as(c, w, passkeys::register_begin)),
+    ),
+    Route::new(
+        Verb::Post,
+        "/passkeys/register/finish",
+        "auth_passkeys_register_finish",
+        Handler::Session(|c, w| json_as(c, w, passkeys::register_finish)),
+    ),
+    Route::new(
+        Verb::Get,
+        "/passkeys",
+        "auth_passkeys",
+        Handler::Session(|c, w| bare_as(c, w, passkeys::list)),
+    ),
+    Route::new(
+        Verb::Patch,
+        "/passkeys/{id}",
+        "auth_passkey",
+        Handler::Session(|c, w| param_json_as(c, w, passkeys::rename)),
+    ),
+    Route::new(
+        Verb::Delete,
+        "/passkeys/{id}",
+        "auth_passkey",
+        Handler::Session(|c, w| param_json_as(c, w, passkeys::delete)),
+    ),
+    Route::new(
+        Verb::Post,
+        "/passkeys/login/begin",
+        "auth_passkeys_login_begin",
+        Handler::InTenant(|c, t| json_as(c, t, passkeys::login_begin)),
+    )
+    .public(),
+    Route::new(
+        Verb::Post,
+        "/passkeys/login/finish",
+        "auth_passkeys_login_finish",
+        Handler::Anyone(|c| json(c, passkeys::login_finish)),
+    )
+    .public(),
+    Route::new(
+        Verb::Post,
+        "/passkeys/mfa/begin",
+        "auth_passkeys_mfa_begin",
+        Handler::Anyone(|c| json(c, passkeys::mfa_begin)),
+    )
+    .public(),
+    Route::new(
+        Verb::Post,
+        "/passkeys/mfa/finish",
+        "auth_passkeys_mfa_finish",
+        Handler::Anyone(|c| json(c, passkeys::mfa_finish)),
+    )
+    .public(),
     // login with an external OpenID Provider (src/auth/oidc.rs)
     Route::new(
         Verb::Get,

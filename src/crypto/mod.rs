@@ -11,6 +11,7 @@ pub mod password;
 pub mod policy;
 pub mod seal;
 pub mod totp;
+pub mod webauthn;
 
 /// `prefix` + base64url (unpadded) of 32 random bytes: 43 characters after the prefix.
 pub fn random_token(prefix: &str) -> String {

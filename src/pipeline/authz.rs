@@ -21,6 +21,7 @@ pub struct RoutePolicy {
     pub permissions: Vec<String>,
     pub roles: Vec<String>,
     pub require_otp: bool,
+    pub require_passkey: bool,
     pub credentials: Vec<CredentialKind>,
 }
 
@@ -59,6 +60,7 @@ impl RoutePolicies {
                 permissions: r.permissions.clone(),
                 roles: r.roles.clone(),
                 require_otp: r.require_otp,
+                require_passkey: r.require_passkey,
                 credentials: r.credentials.clone(),
             });
         }
@@ -72,6 +74,7 @@ impl RoutePolicies {
                 permissions: Vec::new(),
                 roles: Vec::new(),
                 require_otp: false,
+                require_passkey: false,
                 credentials: vec![
                     CredentialKind::Jwt,
                     CredentialKind::ApiKey,
@@ -168,8 +171,13 @@ pub fn grants(granted: &[String], required: &str) -> bool {
     })
 }
 
-/// 403 `FORBIDDEN` unless the identity may use the route.
+/// 403 `FORBIDDEN` unless the identity may use the route; 401
+/// `PASSKEY_REQUIRED` on a `require_passkey` route for a credential that is
+/// not the token of a session begun with a passkey.
 pub fn authorize(policy: &RoutePolicy, identity: &Identity) -> Result<(), Error> {
+    if policy.require_passkey && !identity.passkey {
+        return Err(Error::PasskeyRequired);
+    }
     if !policy.credentials.contains(&identity.method) {
         return Err(Error::Forbidden);
     }
@@ -205,6 +213,7 @@ mod tests {
             session_id: None,
             key_id: None,
             mfa: false,
+            passkey: false,
             external: None,
         }
     }

@@ -399,6 +399,7 @@ mod tests {
             session_id: Some(uuid::Uuid::nil()),
             key_id: None,
             mfa: false,
+            passkey: false,
             external: None,
         };
         let id = Authenticated::new(id);
@@ -438,6 +439,7 @@ mod tests {
             session_id: None,
             key_id: None,
             mfa: false,
+            passkey: false,
             external: None,
         };
         let id = Authenticated::new(id);
@@ -480,6 +482,7 @@ mod tests {
             session_id: None,
             key_id: Some(kid),
             mfa: false,
+            passkey: false,
             external: None,
         };
         let id = Authenticated::new(id);

@@ -482,6 +482,36 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<UserIdentity>>;
     /// Unlinks identity `id` of the tenant; false when there is none.
     async fn unlink_identity(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    // passkeys
+    /// Stores a ceremony's state (expired ones are purged on the way).
+    async fn create_passkey_challenge(&self, challenge: PasskeyChallenge) -> StoreResult<()>;
+    /// Removes and answers the ceremony of this challenge (single use), expired or not.
+    async fn take_passkey_challenge(&self, challenge: &str)
+    -> StoreResult<Option<PasskeyChallenge>>;
+    /// Stores a new passkey; `Conflict` when its credential id is registered.
+    async fn create_passkey(&self, passkey: Passkey) -> StoreResult<()>;
+    /// The user's passkeys, oldest first.
+    async fn passkeys_of_user(&self, tenant_id: Uuid, user_id: Uuid) -> StoreResult<Vec<Passkey>>;
+    async fn passkey_by_credential_id(&self, credential_id: &[u8]) -> StoreResult<Option<Passkey>>;
+    /// Records a use: the new state, if the stored one is still `previous`
+    /// (false: another login with this passkey came first).
+    async fn record_passkey_use(
+        &self,
+        id: Uuid,
+        previous: &[u8],
+        state: &[u8],
+        at: i64,
+    ) -> StoreResult<bool>;
+    /// Renames the user's passkey `id`; None when the user has no such passkey.
+    async fn rename_passkey(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+        id: Uuid,
+        name: &str,
+    ) -> StoreResult<Option<Passkey>>;
+    /// Deletes the user's passkey `id`; false when the user has no such passkey.
+    async fn delete_passkey(&self, tenant_id: Uuid, user_id: Uuid, id: Uuid) -> StoreResult<bool>;
     // api keys
     /// Stores a new key (its hash only); `Conflict` if the hash exists.
     async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
@@ -555,6 +585,36 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, String> {
 }
 
 // api keys
+
+/// A user's passkey (a WebAuthn credential): its public key and counter as
+/// `webauthn_rp` encodes them; nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passkey {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub credential_id: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub state: Vec<u8>,
+    pub transports: Vec<String>,
+    pub name: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A passkey ceremony between its begin and its finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyChallenge {
+    pub challenge: String,
+    /// `register`, `login`, `login_allow` or `mfa`.
+    pub ceremony: String,
+    pub tenant_id: Uuid,
+    pub user_id: Option<Uuid>,
+    /// The session that began a registration, or the hash of an MFA token.
+    pub binding: Option<String>,
+    pub state: Vec<u8>,
+    pub expires_at: i64,
+}
 
 /// A login through an external provider between its start and its callback.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/postgres/0003_mfa_lockout.sql")),
     (4, include_str!("migrations/postgres/0004_accounts.sql")),
     (5, include_str!("migrations/postgres/0005_oidc.sql")),
+    (6, include_str!("migrations/postgres/0006_passkeys.sql")),
 ];
 
 /// `pg_advisory_xact_lock` key serialising migrations of replicas starting together.

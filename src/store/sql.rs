@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::rules::{self, Presented, Refresh};
 use super::{
     AdminUserUpdate, ApiKey, ApiKeyWithOwner, AuditEvent, BUILT_IN_ROLES, BackupCode, MfaRecord,
-    MfaToken, NewApiKey, NewSession, NewUser, OidcCode, OidcLogin, OneTimeKind, OneTimeToken,
+    MfaToken, NewApiKey, NewSession, NewUser, OidcCode, OidcLogin, OneTimeKind, OneTimeToken, Passkey,
+    PasskeyChallenge,
     ProfileUpdate, RefreshOutcome, Role, Session, SigningKeyRecord, Store, StoreError, StoreEvent,
     StoreResult, Tenant, User, UserIdentity, UserQuery, UserStatus, now,
 };
@@ -208,6 +209,24 @@ fn json_list(s: &str) -> Vec<String> {
 
 fn to_json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+const PASSKEY_COLUMNS: &str = "id, tenant_id, user_id, credential_id, public_key, state, transports, \
+                               name, created_at, last_used_at";
+
+fn passkey_row(r: &Row) -> StoreResult<Passkey> {
+    Ok(Passkey {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        user_id: r.get(2)?,
+        credential_id: r.get(3)?,
+        public_key: r.get(4)?,
+        state: r.get(5)?,
+        transports: json_list(&r.get::<String>(6)?),
+        name: r.get(7)?,
+        created_at: r.get(8)?,
+        last_used_at: r.get(9)?,
+    })
 }
 
 const TENANT_COLUMNS: &str = "id, slug, name, created_at";
@@ -1585,6 +1604,155 @@ impl<B: Backend> Store for SqlStore<B> {
             .execute(
                 "DELETE FROM user_identities WHERE tenant_id = $1 AND id = $2",
                 &[tenant_id.into(), id.into()],
+            )
+            .await
+            .map(|n| n > 0))
+    }
+
+    async fn create_passkey_challenge(&self, p: PasskeyChallenge) -> StoreResult<()> {
+        run!(self, "create_passkey_challenge", |c| {
+            c.execute(
+                "DELETE FROM passkey_challenges WHERE expires_at < $1",
+                &[now().into()],
+            )
+            .await?;
+            c.execute(
+                "INSERT INTO passkey_challenges (challenge, ceremony, tenant_id, user_id, binding,
+                                                 state, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    (&p.challenge).into(),
+                    (&p.ceremony).into(),
+                    p.tenant_id.into(),
+                    p.user_id.into(),
+                    p.binding.clone().into(),
+                    p.state.clone().into(),
+                    p.expires_at.into(),
+                ],
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    async fn take_passkey_challenge(
+        &self,
+        challenge: &str,
+    ) -> StoreResult<Option<PasskeyChallenge>> {
+        let challenge = challenge.to_string();
+        run!(self, "take_passkey_challenge", |c| {
+            let found = c
+                .query_opt(
+                    "DELETE FROM passkey_challenges WHERE challenge = $1
+                     RETURNING challenge, ceremony, tenant_id, user_id, binding, state, expires_at",
+                    &[challenge.into()],
+                )
+                .await?;
+            found
+                .map(|r| {
+                    Ok(PasskeyChallenge {
+                        challenge: r.get(0)?,
+                        ceremony: r.get(1)?,
+                        tenant_id: r.get(2)?,
+                        user_id: r.get(3)?,
+                        binding: r.get(4)?,
+                        state: r.get(5)?,
+                        expires_at: r.get(6)?,
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    async fn create_passkey(&self, p: Passkey) -> StoreResult<()> {
+        run!(self, "create_passkey", |c| {
+            c.execute(
+                "INSERT INTO passkeys (id, tenant_id, user_id, credential_id, public_key, state,
+                                       transports, name, created_at, last_used_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    p.id.into(),
+                    p.tenant_id.into(),
+                    p.user_id.into(),
+                    p.credential_id.clone().into(),
+                    p.public_key.clone().into(),
+                    p.state.clone().into(),
+                    to_json_list(&p.transports).into(),
+                    (&p.name).into(),
+                    p.created_at.into(),
+                    p.last_used_at.into(),
+                ],
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    async fn passkeys_of_user(&self, tenant_id: Uuid, user_id: Uuid) -> StoreResult<Vec<Passkey>> {
+        run!(self, "passkeys_of_user", |c| {
+            let sql = format!(
+                "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE tenant_id = $1 AND user_id = $2
+                  ORDER BY created_at, id"
+            );
+            let rows = c.query(&sql, &[tenant_id.into(), user_id.into()]).await?;
+            rows.iter().map(passkey_row).collect()
+        })
+    }
+
+    async fn passkey_by_credential_id(&self, credential_id: &[u8]) -> StoreResult<Option<Passkey>> {
+        let credential_id = credential_id.to_vec();
+        run!(self, "passkey_by_credential_id", |c| {
+            let sql = format!("SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = $1");
+            let row = c.query_opt(&sql, &[credential_id.into()]).await?;
+            row.as_ref().map(passkey_row).transpose()
+        })
+    }
+
+    async fn record_passkey_use(
+        &self,
+        id: Uuid,
+        previous: &[u8],
+        state: &[u8],
+        at: i64,
+    ) -> StoreResult<bool> {
+        let (previous, state) = (previous.to_vec(), state.to_vec());
+        run!(self, "record_passkey_use", |c| c
+            .execute(
+                "UPDATE passkeys SET state = $2, last_used_at = $3 WHERE id = $1 AND state = $4",
+                &[id.into(), state.into(), at.into(), previous.into()],
+            )
+            .await
+            .map(|n| n > 0))
+    }
+
+    async fn rename_passkey(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+        id: Uuid,
+        name: &str,
+    ) -> StoreResult<Option<Passkey>> {
+        let name = name.to_string();
+        run!(self, "rename_passkey", |c| {
+            let sql = format!(
+                "UPDATE passkeys SET name = $4 WHERE tenant_id = $1 AND user_id = $2 AND id = $3
+                 RETURNING {PASSKEY_COLUMNS}"
+            );
+            let row = c
+                .query_opt(
+                    &sql,
+                    &[tenant_id.into(), user_id.into(), id.into(), name.into()],
+                )
+                .await?;
+            row.as_ref().map(passkey_row).transpose()
+        })
+    }
+
+    async fn delete_passkey(&self, tenant_id: Uuid, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        run!(self, "delete_passkey", |c| c
+            .execute(
+                "DELETE FROM passkeys WHERE tenant_id = $1 AND user_id = $2 AND id = $3",
+                &[tenant_id.into(), user_id.into(), id.into()],
             )
             .await
             .map(|n| n > 0))

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite/0003_mfa_lockout.sql")),
     (4, include_str!("migrations/sqlite/0004_accounts.sql")),
     (5, include_str!("migrations/sqlite/0005_oidc.sql")),
+    (6, include_str!("migrations/sqlite/0006_passkeys.sql")),
 ];
 
 /// Virtual-machine steps between two deadline checks of a running statement.

@@ -747,6 +747,76 @@ async fn suite_external_logins_codes_and_linked_identities(s: &dyn Store) {
     assert_eq!(s.linked_user(t.id, "idp", "sub-1").await.unwrap(), None);
 }
 
+async fn suite_passkeys_and_their_ceremonies(s: &dyn Store) {
+    let t = s.ensure_tenant("default").await.unwrap();
+    let u = s.create_user(new_user(t.id, "pk@example.com")).await.unwrap();
+    let c = PasskeyChallenge {
+        challenge: "00ff".into(),
+        ceremony: "register".into(),
+        tenant_id: t.id,
+        user_id: Some(u.id),
+        binding: Some("session".into()),
+        state: vec![1, 2, 3],
+        expires_at: now() + 60,
+    };
+    s.create_passkey_challenge(c.clone()).await.unwrap();
+    // taken once: a replayed challenge finds nothing
+    assert_eq!(s.take_passkey_challenge("00ff").await.unwrap(), Some(c.clone()));
+    assert_eq!(s.take_passkey_challenge("00ff").await.unwrap(), None);
+    // an expired ceremony is purged when the next one is kept
+    s.create_passkey_challenge(PasskeyChallenge {
+        challenge: "old".into(),
+        expires_at: now() - 1,
+        ..c.clone()
+    })
+    .await
+    .unwrap();
+    s.create_passkey_challenge(PasskeyChallenge {
+        challenge: "new".into(),
+        ..c.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.take_passkey_challenge("old").await.unwrap(), None);
+
+    let pk = Passkey {
+        id: Uuid::now_v7(),
+        tenant_id: t.id,
+        user_id: u.id,
+        credential_id: vec![9, 8, 7],
+        public_key: vec![0; 40],
+        state: vec![0; 7],
+        transports: vec!["usb".into(), "nfc".into()],
+        name: "Key".into(),
+        created_at: 100,
+        last_used_at: None,
+    };
+    s.create_passkey(pk.clone()).await.unwrap();
+    // one credential id is one passkey, whoever registers it
+    assert!(matches!(
+        s.create_passkey(Passkey { id: Uuid::now_v7(), ..pk.clone() }).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.passkeys_of_user(t.id, u.id).await.unwrap(), vec![pk.clone()]);
+    assert_eq!(
+        s.passkey_by_credential_id(&[9, 8, 7]).await.unwrap(),
+        Some(pk.clone())
+    );
+    // a use is recorded only over the state it was checked against
+    let used = vec![0, 0, 0, 5, 0, 0, 0];
+    assert!(s.record_passkey_use(pk.id, &pk.state, &used, 200).await.unwrap());
+    assert!(!s.record_passkey_use(pk.id, &pk.state, &used, 300).await.unwrap());
+    let now_stored = s.passkey_by_credential_id(&[9, 8, 7]).await.unwrap().unwrap();
+    assert_eq!((now_stored.state, now_stored.last_used_at), (used, Some(200)));
+    let other = s.ensure_tenant("other").await.unwrap();
+    assert_eq!(s.rename_passkey(other.id, u.id, pk.id, "x").await.unwrap(), None);
+    let renamed = s.rename_passkey(t.id, u.id, pk.id, "Laptop").await.unwrap().unwrap();
+    assert_eq!(renamed.name, "Laptop");
+    assert!(!s.delete_passkey(other.id, u.id, pk.id).await.unwrap());
+    assert!(s.delete_passkey(t.id, u.id, pk.id).await.unwrap());
+    assert!(s.passkeys_of_user(t.id, u.id).await.unwrap().is_empty());
+}
+
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
     let s = sqlite::SqliteStore::open(&dir.path().join("sub/p.db"))
@@ -878,6 +948,7 @@ both_backends!(
     suite_a_disabled_owner_shows_on_the_key_and_a_deleted_owner_takes_its_keys,
     suite_tenants_are_listed_and_found,
     suite_external_logins_codes_and_linked_identities,
+    suite_passkeys_and_their_ceremonies,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

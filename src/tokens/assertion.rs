@@ -145,6 +145,7 @@ mod tests {
             session_id: None,
             key_id: Some(Uuid::now_v7()),
             mfa: false,
+            passkey: false,
             external: None,
         };
         let assertions = Assertions::new(10);

@@ -183,6 +183,7 @@ pub fn identity_of(found: &ApiKeyWithOwner, at: i64) -> Result<Verified, Error> 
         session_id: None,
         key_id: Some(key.id),
         mfa: false,
+        passkey: false,
         external: None,
     };
     Ok(Verified {

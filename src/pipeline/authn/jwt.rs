@@ -126,7 +126,8 @@ impl JwtAuthenticator {
             method: CredentialKind::Jwt,
             session_id: Some(claims.sid),
             key_id: None,
-            mfa: claims.amr.iter().any(|m| m == "otp"),
+            mfa: claims.amr.iter().any(|m| m == "otp" || m == "mfa"),
+            passkey: claims.amr.iter().any(|m| m == "hwk"),
             external: None,
         };
         let who = match self.sessions.get(&claims.sid) {
