@@ -46,7 +46,7 @@ wait_port() {
 }
 
 # nginx_conf NAME LISTEN SERVER_BODY [HTTP_EXTRA]
-# Starts one nginx (1 worker, access log off) in $TMP/NAME listening on
+# Starts one nginx ($NGINX_WORKERS workers, default 1; access log off) in $TMP/NAME listening on
 # LISTEN (`127.0.0.1:PORT`, with flags such as `http2`), with SERVER_BODY in
 # its server block and HTTP_EXTRA (upstream blocks) in its http block; its
 # master's pid goes to PIDS and to $TMP/NAME/master. Needs $NGINX and $TMP.
@@ -55,7 +55,7 @@ nginx_conf() {
     cat >"$TMP/$1/nginx.conf" <<EOF
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes ${NGINX_WORKERS:-1};
 pid $TMP/$1/nginx.pid;
 error_log $TMP/$1/error.log warn;
 events { worker_connections 4096; }
@@ -77,4 +77,23 @@ EOF
     "$NGINX" -p "$TMP/$1" -c "$TMP/$1/nginx.conf" &
     PIDS+=($!)
     echo $! >"$TMP/$1/master"
+}
+
+# bench_venv SPEC...: target/bench-venv (a python3 venv) with the pinned
+# packages given (`name==version`), installed when missing or at another
+# version; prints the venv's python.
+bench_venv() {
+    local v=${BENCH_VENV:-$ROOT/target/bench-venv}
+    [ -x "$v/bin/python" ] || python3 -m venv "$v" >&2
+    if ! "$v/bin/python" - "$@" <<'PY' 2>/dev/null; then
+import importlib.metadata as m, sys
+for spec in sys.argv[1:]:
+    name, version = spec.split("==")
+    if m.version(name) != version:
+        sys.exit(1)
+PY
+        echo "installing $* into ${v#"$ROOT"/}" >&2
+        "$v/bin/pip" install -q "$@" >&2
+    fi
+    echo "$v/bin/python"
 }

@@ -870,7 +870,9 @@ impl Config {
                 );
             }
             for o in &pk.origins {
-                let host = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+                let host = o
+                    .strip_prefix("https://")
+                    .or_else(|| o.strip_prefix("http://"));
                 if !host.is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#', ' '])) {
                     return err(
                         "passkeys.origins",

@@ -130,12 +130,13 @@ async fn keep(
 }
 
 /// Takes (single use) the ceremony of `challenge` if it is one of `kinds`
-/// and has not expired.
+/// and has not expired (times are whole seconds: a challenge lives at least
+/// `challenge_ttl_seconds` and less than one second more).
 async fn take(app: &App, challenge: &str, kinds: &[&str]) -> Result<PasskeyChallenge, Error> {
     app.store
         .take_passkey_challenge(challenge)
         .await?
-        .filter(|c| kinds.contains(&c.ceremony.as_str()) && c.expires_at > now())
+        .filter(|c| kinds.contains(&c.ceremony.as_str()) && c.expires_at >= now())
         .ok_or_else(|| rejected(CHALLENGE_GONE))
 }
 
@@ -204,7 +205,15 @@ pub async fn register_begin(
             Error::Internal
         })?;
     let session = identity.session_id.map(|s| s.to_string());
-    keep(app, begun, "register", user.tenant_id, Some(user.id), session).await
+    keep(
+        app,
+        begun,
+        "register",
+        user.tenant_id,
+        Some(user.id),
+        session,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -369,7 +378,11 @@ pub async fn delete(
             }
         }
     }
-    if !app.store.delete_passkey(user.tenant_id, user.id, id).await? {
+    if !app
+        .store
+        .delete_passkey(user.tenant_id, user.id, id)
+        .await?
+    {
         return Err(Error::NotFound);
     }
     app.audit
@@ -400,7 +413,11 @@ pub async fn login_begin(
 ) -> Result<Reply<Ceremony>, Error> {
     let rp = relying_party(app)?;
     let mut held = Vec::new();
-    if let Some(email) = body.email.as_deref().map(str::trim).filter(|e| !e.is_empty())
+    if let Some(email) = body
+        .email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
         && let Ok(email) = validate::email(email)
         && let Some(user) = app.store.user_by_email(tenant.id, &email).await?
     {
@@ -512,7 +529,9 @@ async fn check_assertion(
         .record_passkey_use(passkey.id, &passkey.state, &asserted.state, now())
         .await?
     {
-        return Err(rejected("the passkey was used by another login at the same time"));
+        return Err(rejected(
+            "the passkey was used by another login at the same time",
+        ));
     }
     Ok(asserted)
 }

@@ -145,7 +145,10 @@ impl RelyingParty {
         }
         let domain = AsciiDomain::try_from(cfg.rp_id.to_ascii_lowercase())
             .map_err(|e| format!("passkeys.rp_id: `{}` is not a domain name: {e}", cfg.rp_id))?;
-        let ms = cfg.challenge_ttl_seconds.saturating_mul(1000).min(u32::MAX as u64) as u32;
+        let ms = cfg
+            .challenge_ttl_seconds
+            .saturating_mul(1000)
+            .min(u32::MAX as u64) as u32;
         Ok(Some(RelyingParty {
             rp_id: RpId::Domain(domain),
             origins: cfg.allowed_origins(),
@@ -224,8 +227,9 @@ impl RelyingParty {
                 creds.push(AllowedCredential::from(d));
             }
         }
-        let mut options = NonDiscoverableCredentialRequestOptions::second_factor(&self.rp_id, creds)
-            .map_err(|e| format!("request options: {e}"))?;
+        let mut options =
+            NonDiscoverableCredentialRequestOptions::second_factor(&self.rp_id, creds)
+                .map_err(|e| format!("request options: {e}"))?;
         options.options().timeout = self.timeout_ms;
         options.options().user_verification = self.uv();
         let (server, client) = options
@@ -240,7 +244,11 @@ impl RelyingParty {
 
     /// Checks a registration (`RegistrationResponseJSON`) against the state
     /// its begin kept.
-    pub fn finish_registration(&self, state: &[u8], response: &[u8]) -> Result<NewCredential, Reason> {
+    pub fn finish_registration(
+        &self,
+        state: &[u8],
+        response: &[u8],
+    ) -> Result<NewCredential, Reason> {
         let server = RegistrationServerState::<16>::decode(state)
             .map_err(|_| "the ceremony's state is unreadable".to_string())?;
         let registration =
@@ -280,16 +288,17 @@ impl RelyingParty {
         let handle = UserHandle16::from(stored.user_handle);
         let id = CredentialId::<&[u8]>::decode(stored.credential_id)
             .map_err(|_| other("the stored credential is unreadable"))?;
-        let static_state = StaticState::<CompressedPubKey<[u8; 32], [u8; 32], [u8; 48], Vec<u8>>>::decode(
-            stored.public_key,
-        )
-        .map_err(|_| other("the stored credential is unreadable"))?;
+        let static_state =
+            StaticState::<CompressedPubKey<[u8; 32], [u8; 32], [u8; 48], Vec<u8>>>::decode(
+                stored.public_key,
+            )
+            .map_err(|_| other("the stored credential is unreadable"))?;
         let dynamic: [u8; 7] = stored
             .state
             .try_into()
             .map_err(|_| other("the stored credential is unreadable"))?;
-        let dynamic =
-            DynamicState::decode(dynamic).map_err(|_| other("the stored credential is unreadable"))?;
+        let dynamic = DynamicState::decode(dynamic)
+            .map_err(|_| other("the stored credential is unreadable"))?;
         let mut cred = AuthenticatedCredential::new(id, &handle, static_state, dynamic)
             .map_err(|e| Refused::Other(format!("credential: {e}")))?;
         let options = AuthenticationVerificationOptions::<String, String> {
@@ -298,8 +307,7 @@ impl RelyingParty {
             update_uv: true,
             ..AuthenticationVerificationOptions::default()
         };
-        let authenticator_data;
-        if discoverable {
+        let authenticator_data = if discoverable {
             let server = DiscoverableAuthenticationServerState::decode(state)
                 .map_err(|_| other("the ceremony's state is unreadable"))?;
             let auth = DiscoverableAuthentication16::from_json_relaxed(response)
@@ -307,7 +315,7 @@ impl RelyingParty {
             server
                 .verify(&self.rp_id, &auth, &mut cred, &options)
                 .map_err(|e| assertion_refusal(&e))?;
-            authenticator_data = auth.response().authenticator_data().to_vec();
+            auth.response().authenticator_data().to_vec()
         } else {
             let server = NonDiscoverableAuthenticationServerState::decode(state)
                 .map_err(|_| other("the ceremony's state is unreadable"))?;
@@ -316,8 +324,8 @@ impl RelyingParty {
             server
                 .verify(&self.rp_id, &auth, &mut cred, &options)
                 .map_err(|e| assertion_refusal(&e))?;
-            authenticator_data = auth.response().authenticator_data().to_vec();
-        }
+            auth.response().authenticator_data().to_vec()
+        };
         let user_verified = AuthenticatorData::try_from(authenticator_data.as_slice())
             .map(|d| d.flags().user_verified)
             .map_err(|_| other("authenticator data unreadable"))?;
@@ -438,10 +446,17 @@ mod tests {
     #[test]
     fn request_options_are_discoverable_unless_credentials_are_allowed() {
         let any = rp().begin_assertion(&[]).unwrap();
-        assert!(any.options.get("allowCredentials").is_none_or(|a| a.as_array().is_some_and(Vec::is_empty)));
+        assert!(
+            any.options
+                .get("allowCredentials")
+                .is_none_or(|a| a.as_array().is_some_and(Vec::is_empty))
+        );
         let none: &[String] = &[];
         let some = rp().begin_assertion(&[(&[3u8; 16], none)]).unwrap();
-        assert_eq!(some.options["allowCredentials"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            some.options["allowCredentials"].as_array().unwrap().len(),
+            1
+        );
         assert_ne!(any.challenge, some.challenge);
     }
 

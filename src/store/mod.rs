@@ -486,8 +486,10 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a ceremony's state (expired ones are purged on the way).
     async fn create_passkey_challenge(&self, challenge: PasskeyChallenge) -> StoreResult<()>;
     /// Removes and answers the ceremony of this challenge (single use), expired or not.
-    async fn take_passkey_challenge(&self, challenge: &str)
-    -> StoreResult<Option<PasskeyChallenge>>;
+    async fn take_passkey_challenge(
+        &self,
+        challenge: &str,
+    ) -> StoreResult<Option<PasskeyChallenge>>;
     /// Stores a new passkey; `Conflict` when its credential id is registered.
     async fn create_passkey(&self, passkey: Passkey) -> StoreResult<()>;
     /// The user's passkeys, oldest first.

@@ -13,10 +13,10 @@ use uuid::Uuid;
 use super::rules::{self, Presented, Refresh};
 use super::{
     AdminUserUpdate, ApiKey, ApiKeyWithOwner, AuditEvent, BUILT_IN_ROLES, BackupCode, MfaRecord,
-    MfaToken, NewApiKey, NewSession, NewUser, OidcCode, OidcLogin, OneTimeKind, OneTimeToken, Passkey,
-    PasskeyChallenge,
-    ProfileUpdate, RefreshOutcome, Role, Session, SigningKeyRecord, Store, StoreError, StoreEvent,
-    StoreResult, Tenant, User, UserIdentity, UserQuery, UserStatus, now,
+    MfaToken, NewApiKey, NewSession, NewUser, OidcCode, OidcLogin, OneTimeKind, OneTimeToken,
+    Passkey, PasskeyChallenge, ProfileUpdate, RefreshOutcome, Role, Session, SigningKeyRecord,
+    Store, StoreError, StoreEvent, StoreResult, Tenant, User, UserIdentity, UserQuery, UserStatus,
+    now,
 };
 
 /// A statement parameter or a column value, as both backends speak it.

@@ -749,7 +749,10 @@ async fn suite_external_logins_codes_and_linked_identities(s: &dyn Store) {
 
 async fn suite_passkeys_and_their_ceremonies(s: &dyn Store) {
     let t = s.ensure_tenant("default").await.unwrap();
-    let u = s.create_user(new_user(t.id, "pk@example.com")).await.unwrap();
+    let u = s
+        .create_user(new_user(t.id, "pk@example.com"))
+        .await
+        .unwrap();
     let c = PasskeyChallenge {
         challenge: "00ff".into(),
         ceremony: "register".into(),
@@ -761,7 +764,10 @@ async fn suite_passkeys_and_their_ceremonies(s: &dyn Store) {
     };
     s.create_passkey_challenge(c.clone()).await.unwrap();
     // taken once: a replayed challenge finds nothing
-    assert_eq!(s.take_passkey_challenge("00ff").await.unwrap(), Some(c.clone()));
+    assert_eq!(
+        s.take_passkey_challenge("00ff").await.unwrap(),
+        Some(c.clone())
+    );
     assert_eq!(s.take_passkey_challenge("00ff").await.unwrap(), None);
     // an expired ceremony is purged when the next one is kept
     s.create_passkey_challenge(PasskeyChallenge {
@@ -794,23 +800,52 @@ async fn suite_passkeys_and_their_ceremonies(s: &dyn Store) {
     s.create_passkey(pk.clone()).await.unwrap();
     // one credential id is one passkey, whoever registers it
     assert!(matches!(
-        s.create_passkey(Passkey { id: Uuid::now_v7(), ..pk.clone() }).await,
+        s.create_passkey(Passkey {
+            id: Uuid::now_v7(),
+            ..pk.clone()
+        })
+        .await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(s.passkeys_of_user(t.id, u.id).await.unwrap(), vec![pk.clone()]);
+    assert_eq!(
+        s.passkeys_of_user(t.id, u.id).await.unwrap(),
+        vec![pk.clone()]
+    );
     assert_eq!(
         s.passkey_by_credential_id(&[9, 8, 7]).await.unwrap(),
         Some(pk.clone())
     );
     // a use is recorded only over the state it was checked against
     let used = vec![0, 0, 0, 5, 0, 0, 0];
-    assert!(s.record_passkey_use(pk.id, &pk.state, &used, 200).await.unwrap());
-    assert!(!s.record_passkey_use(pk.id, &pk.state, &used, 300).await.unwrap());
-    let now_stored = s.passkey_by_credential_id(&[9, 8, 7]).await.unwrap().unwrap();
-    assert_eq!((now_stored.state, now_stored.last_used_at), (used, Some(200)));
+    assert!(
+        s.record_passkey_use(pk.id, &pk.state, &used, 200)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.record_passkey_use(pk.id, &pk.state, &used, 300)
+            .await
+            .unwrap()
+    );
+    let now_stored = s
+        .passkey_by_credential_id(&[9, 8, 7])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (now_stored.state, now_stored.last_used_at),
+        (used, Some(200))
+    );
     let other = s.ensure_tenant("other").await.unwrap();
-    assert_eq!(s.rename_passkey(other.id, u.id, pk.id, "x").await.unwrap(), None);
-    let renamed = s.rename_passkey(t.id, u.id, pk.id, "Laptop").await.unwrap().unwrap();
+    assert_eq!(
+        s.rename_passkey(other.id, u.id, pk.id, "x").await.unwrap(),
+        None
+    );
+    let renamed = s
+        .rename_passkey(t.id, u.id, pk.id, "Laptop")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(renamed.name, "Laptop");
     assert!(!s.delete_passkey(other.id, u.id, pk.id).await.unwrap());
     assert!(s.delete_passkey(t.id, u.id, pk.id).await.unwrap());

@@ -135,7 +135,7 @@ def sc(tmp_path_factory, require_binary, counterpart_missing, echo):
 @pytest.fixture(scope="module")
 def short_ttl(tmp_path_factory, require_binary, counterpart_missing, echo):
     pk.require(counterpart_missing)
-    s = _sidecar(tmp_path_factory.mktemp("passkeys-ttl"), echo.port, "portcullis-passkeys-ttl", 1)
+    s = _sidecar(tmp_path_factory.mktemp("passkeys-ttl"), echo.port, "portcullis-passkeys-ttl", 2)
     yield s
     s.stop()
 
@@ -516,12 +516,13 @@ def test_an_expired_challenge_is_rejected(short_ttl):
     sc = short_ttl
     user = new_user(sc, "expiry")
     begin = ok(register_begin(sc, user.token))
-    assert begin["expiresIn"] == 1, begin
+    assert begin["expiresIn"] == 2, begin
     device = pk.new_device()
     credential = pk.registration_response_json(device.create(pk.creation_options_from_json(begin["publicKey"]), origin(sc)))
     # The sidecar's own clock is what is under test, and nothing outside it can
-    # move that clock: real time has to pass beyond the 1 s challenge TTL.
-    time.sleep(2.5)
+    # move that clock: real time has to pass beyond the 2 s challenge TTL
+    # (kept in whole seconds: a challenge lives at least 2 s, less than 3 s).
+    time.sleep(3.5)
     refused(register_finish(sc, user.token, credential), 400, "PASSKEY_REJECTED")
     assert passkey_list(sc, user.token) == []
 
@@ -529,7 +530,7 @@ def test_an_expired_challenge_is_rejected(short_ttl):
     add_passkey(sc, user, device)
     # ... and a login challenge expires the same way (real time again)
     assertion = login_assertion(sc, device)
-    time.sleep(2.5)
+    time.sleep(3.5)
     refused(login_finish(sc, assertion), 400, "PASSKEY_REJECTED")
     assert_tokens(passkey_login(sc, device), user.id)
 

@@ -159,6 +159,11 @@ fn every_metric_is_documented_and_every_documented_metric_exists() {
     assert_status(&sc.get("/api/x", Some(&external)), 401);
     // and a login callback nobody started
     assert_status(&sc.get("/auth/oidc/oidc/callback?state=nobody", None), 401);
+    // a passkey login finished without a credential (counted as rejected)
+    assert_status(
+        &sc.post("/auth/passkeys/login/finish", None, &json!({})),
+        400,
+    );
     let scrape = sc.admin_get("/metrics").body;
     let live: BTreeSet<String> = scrape
         .lines()
