@@ -4,12 +4,11 @@
 //! headers of SPEC §8, or with the 401/403 the proxy would have given.
 
 use http::Method;
-use serde::Serialize;
 
-use super::call::{Reply, note_caller};
+use super::call::note_caller;
 use crate::app::App;
 use crate::error::Error;
-use crate::http_types::AuthRequest;
+use crate::http_types::{AuthRequest, HttpResponse};
 use crate::pipeline::{identity_headers, path};
 
 pub const FORWARDED_METHOD: &str = "x-forwarded-method";
@@ -60,18 +59,13 @@ pub fn described_request(req: &AuthRequest) -> Result<(Method, String), Error> {
 }
 
 /// The body of a forward-auth answer.
-#[derive(Debug, Serialize)]
-pub struct Verdict {
-    pub authenticated: bool,
-    /// The `[[routes]]` policy that decided.
-    pub route: String,
-}
-
-/// `GET /auth/verify` (any method is accepted: it describes, it does not act).
-/// The sidecar cannot remove headers from the request the ingress forwards,
-/// so an identity header in any spelling (`X_Auth_User_Id`) is a 400 and the
-/// ingress refuses the request (SPEC §15).
-pub async fn verify(app: &App, req: &AuthRequest) -> Result<Reply<Verdict>, Error> {
+/// `GET /auth/verify` (any method): 200 with the identity headers and
+/// **no body**: nginx's `auth_request` never reads a
+/// subrequest's body, so an answer with one cannot go back to its
+/// keep-alive pool and every check would cost a new TCP connection. A
+/// public route passed without a credential has no identity headers. The
+/// refusals are the proxy's (401/403 with SPEC's JSON error).
+pub async fn verify(app: &App, req: &AuthRequest) -> Result<HttpResponse, Error> {
     if let Some(name) = req
         .headers
         .keys()
@@ -86,27 +80,26 @@ pub async fn verify(app: &App, req: &AuthRequest) -> Result<Reply<Verdict>, Erro
     let routes = app.pipeline.routes();
     let policy = routes.select_all(&method, &path);
     let who = app.pipeline.check(&policy, &req.headers).await?;
-    if let Some(who) = &who {
-        note_caller(req, who.identity.clone());
-    }
-    let mut reply = Reply::ok(Verdict {
-        authenticated: who.is_some(),
-        route: policy.primary.name.to_string(),
-    });
+    let mut response = HttpResponse {
+        status: 200,
+        headers: Vec::new(),
+        body: bytes::Bytes::new(),
+    };
     if let Some(who) = who {
+        note_caller(req, who.identity.clone());
         let assertion = app.pipeline.assertion(&who.identity);
         for (name, value) in identity_headers::identity_values(
             &app.pipeline.identity_headers,
             &who,
             assertion.as_deref(),
         ) {
-            reply = reply.with_header(
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()),
-            );
+            response.headers.push((
+                name.as_str().to_string().into(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            ));
         }
     }
-    Ok(reply)
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -448,7 +448,7 @@ pub static ROUTES: &[Route] = &[
         Verb::Any,
         "/verify/{*path}",
         "auth_verify",
-        Handler::Anyone(|c| bare(c, forward_auth::verify)),
+        Handler::Anyone(|c| Ok(Box::pin(forward_auth::verify(c.app, c.req)))),
     ),
     // the OpenAPI document (src/auth/openapi.rs)
     Route::new(
@@ -696,15 +696,6 @@ where
 {
     let body = parse_body(c.req)?;
     Ok(rendered(handler(c.app.borrow(), c.req, who, body)))
-}
-
-/// `handler(app, req)`: no body is read.
-fn bare<'a, R, Fut>(c: &'a Call<'a>, handler: fn(&'a App, &'a AuthRequest) -> Fut) -> Admitted<'a>
-where
-    R: Serialize,
-    Fut: Future<Output = Result<Reply<R>, Error>> + Send + 'a,
-{
-    Ok(rendered(handler(c.app, c.req)))
 }
 
 /// `handler(app, req, who)`: no body is read.

@@ -449,6 +449,9 @@ fn forward_auth_answers_200_401_403_with_the_identity_headers() {
     assert_status(&r, 200);
     assert_eq!(r.header("x-auth-user-id"), Some(user.id.as_str()));
     assert_eq!(r.header("x-auth-method"), Some("jwt"));
+    // no body: nginx's auth_request keeps the connection only for an answer without one
+    assert!(r.body.is_empty(), "{}", r.body);
+    assert_eq!(r.header("content-length"), Some("0"));
     assert!(r.header("x-auth-session-id").is_some_and(is_uuid));
     assert!(
         r.header("x-auth-assertion").is_none(),
