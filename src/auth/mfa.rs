@@ -214,15 +214,7 @@ pub async fn disable(
     let Some(mfa) = mfa.filter(|m| m.confirmed) else {
         return Err(Error::bad_request("MFA is not enabled"));
     };
-    lockout::ensure_unlocked(&user)?;
-    if !app
-        .passwords
-        .verify(&password, user.password_hash.as_deref())
-        .await?
-    {
-        app.lockout.failure(Some(req), &user).await?;
-        return Err(Error::InvalidCredentials);
-    }
+    password_again(app, req, &user, &password).await?;
     if verify_code(app, user.id, &mfa, &code, true, false)
         .await?
         .is_none()
@@ -232,6 +224,27 @@ pub async fn disable(
     app.store.disable_mfa(user.id).await?;
     mfa_changed(app, req, &user, "mfa.disabled").await;
     Ok(Reply::ok(Done::new("MFA disabled")))
+}
+
+/// The password of a logged-in user, asked again before a sensitive change
+/// (MFA off, a passkey deleted): 401 `INVALID_CREDENTIALS` when wrong, which
+/// counts toward the lockout; 423 while locked.
+pub async fn password_again(
+    app: &App,
+    req: &AuthRequest,
+    user: &User,
+    password: &str,
+) -> Result<(), Error> {
+    lockout::ensure_unlocked(user)?;
+    if !app
+        .passwords
+        .verify(password, user.password_hash.as_deref())
+        .await?
+    {
+        app.lockout.failure(Some(req), user).await?;
+        return Err(Error::InvalidCredentials);
+    }
+    Ok(())
 }
 
 /// The user's MFA changed: cached enrolments are revoked everywhere and the

@@ -352,17 +352,7 @@ pub async fn delete(
     let user = caller(app, &identity).await?;
     let id = Uuid::parse_str(id).map_err(|_| Error::NotFound)?;
     match body.password {
-        Some(password) => {
-            lockout::ensure_unlocked(&user)?;
-            if !app
-                .passwords
-                .verify(&password, user.password_hash.as_deref())
-                .await?
-            {
-                app.lockout.failure(Some(req), &user).await?;
-                return Err(Error::InvalidCredentials);
-            }
-        }
+        Some(password) => mfa::password_again(app, req, &user, &password).await?,
         None => {
             let session = match identity.session_id {
                 Some(sid) => app.store.session(sid).await?,

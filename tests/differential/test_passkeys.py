@@ -30,16 +30,18 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import jwt
 import pyotp
 import pytest
 
 import passkeys as pk
-from harness import Sidecar, http_json
+from harness import Sidecar
+from passkeys import (
+    User, add_passkey, assert_tokens, asserted, call, ceremonies, claims, created, login_assertion, login_begin,
+    login_finish, new_user, ok, origin, passkey_login, refused, register_begin, register_finish,
+)
 
 RP_ID = "localhost"
 EVIL_RP_ID = "evil.example"
@@ -98,10 +100,6 @@ class Echo:
 # --------------------------------------------------------------------------
 
 
-def origin(sc: Sidecar) -> str:
-    return f"http://localhost:{sc.proxy_port}"
-
-
 def _sidecar(work, upstream_port: int, name: str, ttl: int | None, extra_routes: str = "") -> Sidecar:
     sc = Sidecar(work, f"127.0.0.1:{upstream_port}", name=name, extra_routes=extra_routes)
     if ttl is not None:
@@ -157,113 +155,10 @@ def admin(sc):
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class User:
-    email: str
-    password: str
-    id: str
-    token: str  # access token of a password session
-    refresh: str
-
-
-_SEQ = [0]
-
-
-def new_user(sc: Sidecar, tag: str) -> User:
-    _SEQ[0] += 1
-    email = f"{tag}-{os.getpid()}-{_SEQ[0]}@example.com"
-    password = "Passkey-" + os.urandom(6).hex() + "!9"
-    body = sc.register(email, password)
-    return User(email, password, body["user"]["id"], body["accessToken"], body["refreshToken"])
-
-
-def call(sc: Sidecar, method: str, path: str, body=None, token: str | None = None, headers: dict | None = None):
-    hs = dict(headers or {})
-    if token:
-        hs["Authorization"] = f"Bearer {token}"
-    st, parsed, raw, _ = http_json(sc.proxy_port, method, path, body, hs)
-    return st, parsed if parsed is not None else raw
-
-
-def ok(answer, status: int = 200):
-    st, body = answer
-    assert st == status, f"expected {status}, got {st} {body}"
-    return body
-
-
-def refused(answer, status: int, *codes: str):
-    st, body = answer
-    code = body.get("error", {}).get("code") if isinstance(body, dict) else None
-    assert st == status and code in codes, f"expected {status} {'/'.join(codes)}, got {st} {body}"
-    return body
-
-
-def register_begin(sc: Sidecar, token: str | None):
-    return call(sc, "POST", "/auth/passkeys/register/begin", {}, token)
-
-
-def register_finish(sc: Sidecar, token: str | None, credential: dict | None, name: str | None = None):
-    body = {} if credential is None else {"credential": credential}
-    if name is not None:
-        body["name"] = name
-    return call(sc, "POST", "/auth/passkeys/register/finish", body, token)
-
-
-def created(sc: Sidecar, token: str, device, at: str | None = None, transports=None, options_hook=None) -> dict:
-    """register/begin, then the device makes the credential: its
-    RegistrationResponseJSON (`options_hook` may alter the options first)."""
-    begin = ok(register_begin(sc, token))
-    options = pk.creation_options_from_json(begin["publicKey"])
-    if options_hook:
-        options_hook(options["publicKey"])
-    return pk.registration_response_json(device.create(options, at or origin(sc)), transports=transports)
-
-
-def add_passkey(sc: Sidecar, user: User, device, name: str | None = None, transports=None) -> dict:
-    return ok(register_finish(sc, user.token, created(sc, user.token, device, transports=transports), name), 201)
-
-
-def login_begin(sc: Sidecar, email: str | None = None):
-    return call(sc, "POST", "/auth/passkeys/login/begin", {} if email is None else {"email": email})
-
-
-def login_finish(sc: Sidecar, credential: dict):
-    return call(sc, "POST", "/auth/passkeys/login/finish", {"credential": credential})
-
-
-def asserted(begin_body: dict, device, at: str) -> dict:
-    """The device's AuthenticationResponseJSON for the options of a begin."""
-    return pk.authentication_response_json(device.get(pk.request_options_from_json(begin_body["publicKey"]), at))
-
-
-def login_assertion(sc: Sidecar, device, email: str | None = None, at: str | None = None) -> dict:
-    return asserted(ok(login_begin(sc, email)), device, at or origin(sc))
-
-
-def passkey_login(sc: Sidecar, device, email: str | None = None) -> dict:
-    return ok(login_finish(sc, login_assertion(sc, device, email)))
-
-
 def passkey_list(sc: Sidecar, token: str) -> list[dict]:
     body = ok(call(sc, "GET", "/auth/passkeys", token=token))
     assert set(body) == {"passkeys"}, body
     return body["passkeys"]
-
-
-def claims(sc: Sidecar, token: str) -> dict:
-    """The access token's claims, verified against the sidecar's JWKS."""
-    jwks = ok(call(sc, "GET", "/.well-known/jwks.json"))
-    header = jwt.get_unverified_header(token)
-    [key] = [k for k in jwt.PyJWKSet.from_dict(jwks).keys if k.key_id == header["kid"]]
-    return jwt.decode(token, key.key, algorithms=[header["alg"]], audience="portcullis", issuer="portcullis")
-
-
-def assert_tokens(body: dict, user_id: str) -> dict:
-    assert body.get("tokenType") == "Bearer", body
-    assert body["accessToken"] and body["refreshToken"].startswith("rt_"), body
-    assert isinstance(body["expiresIn"], int) and isinstance(body["refreshTokenExpiresIn"], int), body
-    assert body["user"]["id"] == user_id, body
-    return body
 
 
 def assert_passkey_object(p: dict, name: str, transports: list[str]):
@@ -272,17 +167,6 @@ def assert_passkey_object(p: dict, name: str, transports: list[str]):
     assert p["name"] == name, p
     datetime.fromisoformat(p["createdAt"].replace("Z", "+00:00"))
     assert sorted(p["transports"]) == sorted(transports), p
-
-
-def ceremonies(sc: Sidecar, ceremony: str, outcome: str) -> float:
-    _, _, raw, _ = http_json(sc.admin_port, "GET", "/metrics")
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in raw.decode().splitlines()
-        if line.startswith("portcullis_passkey_ceremonies_total{")
-        and f'ceremony="{ceremony}"' in line
-        and f'outcome="{outcome}"' in line
-    )
 
 
 def enable_totp(sc: Sidecar, user: User) -> dict:

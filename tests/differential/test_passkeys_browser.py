@@ -44,7 +44,9 @@ from pathlib import Path
 
 import pytest
 
+import passkeys as pk
 from harness import HERE, TARGET, Sidecar, Tap, http_json, which
+from passkeys import ceremonies
 
 BROWSER_PKG = HERE / "browser"
 FLOW_JS = BROWSER_PKG / "passkey_flow.mjs"
@@ -180,16 +182,8 @@ def new_user(sc: Sidecar, tag: str) -> dict:
 # --------------------------------------------------------------------------
 
 
-def b64u(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def unb64u(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-
-
 def claims(jwt: str) -> dict:
-    return json.loads(unb64u(jwt.split(".")[1]))
+    return json.loads(pk.b64url_decode(jwt.split(".")[1]))
 
 
 def run_flow(browser, url: str, token: str, steps: str = "register,login", screenshot: Path | None = None, sc: Sidecar | None = None) -> dict:
@@ -213,17 +207,6 @@ def explain(result: dict, sc: Sidecar | None = None) -> str:
     slim = {k: v for k, v in result.items() if k not in ("credentials",)}
     tail = sc.proc.tail(15) if sc is not None and sc.proc is not None else ""
     return json.dumps(slim, indent=1)[:6000] + "\n" + tail
-
-
-def ceremonies(sc: Sidecar, ceremony: str, outcome: str) -> float:
-    _, _, raw, _ = http_json(sc.admin_port, "GET", "/metrics")
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in raw.decode().splitlines()
-        if line.startswith("portcullis_passkey_ceremonies_total{")
-        and f'ceremony="{ceremony}"' in line
-        and f'outcome="{outcome}"' in line
-    )
 
 
 def passkeys_of(sc: Sidecar, token: str) -> list[dict]:
@@ -265,7 +248,7 @@ def test_a_passkey_added_in_chromium_signs_in_without_an_email(stack, browser, t
     why = explain(result, sc)
     assert result["pageStatus"] == 200, why
     assert not result["pageErrors"], why
-    user_handle = b64u(uuid.UUID(user["id"]).bytes)
+    user_handle = pk.b64url(uuid.UUID(user["id"]).bytes)
 
     # registration: begin, navigator.credentials.create, finish
     reg, login = result["steps"]
@@ -278,7 +261,7 @@ def test_a_passkey_added_in_chromium_signs_in_without_an_email(stack, browser, t
     assert options["attestation"] == "none", options
     assert options["authenticatorSelection"]["residentKey"] == "preferred", options
     assert reg["begin"]["body"]["expiresIn"] == 120, reg["begin"]["body"]
-    client_data = json.loads(unb64u(reg["credential"]["response"]["clientDataJSON"]))
+    client_data = json.loads(pk.b64url_decode(reg["credential"]["response"]["clientDataJSON"]))
     assert client_data["type"] == "webauthn.create" and client_data["origin"] == origin, client_data
     assert client_data["challenge"] == options["challenge"]
     assert reg["finish"]["status"] == 201, why
@@ -299,7 +282,7 @@ def test_a_passkey_added_in_chromium_signs_in_without_an_email(stack, browser, t
     response = login["credential"]["response"]
     assert response["userHandle"] == user_handle, response
     assert login["credential"]["id"] == reg["credential"]["id"]
-    flags = unb64u(response["authenticatorData"])[32]
+    flags = pk.b64url_decode(response["authenticatorData"])[32]
     assert flags & 0x01 and flags & 0x04, f"UP and UV expected, flags {flags:#04x}"
     assert login["finish"]["status"] == 200, why
     tokens = login["finish"]["body"]
@@ -343,7 +326,7 @@ def test_a_page_on_another_origin_is_refused_by_the_browser(stack, browser):
     assert [s["step"] for s in result["steps"]] == ["register", "login"], why
     for out, call in zip(result["steps"], ("navigator.credentials.create", "navigator.credentials.get")):
         assert out["begin"]["status"] == 200, why
-        assert out.get("error"), f"{step}: the browser did not refuse\n{why}"
+        assert out.get("error"), f"{out['step']}: the browser did not refuse\n{why}"
         assert out["error"]["stage"] == call and out["error"]["name"] == "SecurityError", why
         assert "finish" not in out, why
     assert result["credentials"] == [], why
@@ -372,7 +355,7 @@ def test_a_browser_answer_from_an_origin_not_configured_is_refused_by_the_server
         why = explain(result, sc)
         [reg] = result["steps"]
         assert reg.get("error") is None, why
-        assert json.loads(unb64u(reg["credential"]["response"]["clientDataJSON"]))["origin"] == other
+        assert json.loads(pk.b64url_decode(reg["credential"]["response"]["clientDataJSON"]))["origin"] == other
         assert reg["finish"]["status"] == 400 and reg["finish"]["body"]["error"]["code"] == "PASSKEY_REJECTED", why
         assert len(result["credentials"]) == 1, why  # the authenticator made one; the server kept nothing
         assert passkeys_of(sc, user["token"]) == []
@@ -383,7 +366,7 @@ def test_a_browser_answer_from_an_origin_not_configured_is_refused_by_the_server
         reg, away, back = result["steps"]
         assert reg["finish"]["status"] == 201, why
         assert away.get("error") is None, why
-        assert json.loads(unb64u(away["credential"]["response"]["clientDataJSON"]))["origin"] == other
+        assert json.loads(pk.b64url_decode(away["credential"]["response"]["clientDataJSON"]))["origin"] == other
         assert away["credential"]["id"] == reg["credential"]["id"], why
         assert away["finish"]["status"] == 400 and away["finish"]["body"]["error"]["code"] == "PASSKEY_REJECTED", why
         assert back.get("error") is None and back["finish"]["status"] == 200, why

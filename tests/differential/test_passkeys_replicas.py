@@ -42,11 +42,14 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-import jwt
 import pytest
 
 import passkeys as pk
-from harness import Sidecar, free_port, http_json, toml_str
+from harness import Sidecar, free_port, toml_str
+from passkeys import (
+    add_passkey, assert_tokens, asserted, call, claims, created, login_begin, login_finish,
+    new_user, ok, origin, passkey_login, refused, register_begin, register_finish,
+)
 
 RP_ID = "localhost"
 ADMIN_URL_DEFAULT = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -110,10 +113,6 @@ def pg_url(counterpart_missing):
 # --------------------------------------------------------------------------
 
 
-def origin(sc: Sidecar) -> str:
-    return f"http://localhost:{sc.proxy_port}"
-
-
 @dataclass
 class Replicas:
     a: Sidecar
@@ -163,95 +162,8 @@ challenge_ttl_seconds = 120
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class User:
-    email: str
-    password: str
-    id: str
-    token: str  # access token of a password session
-
-
-_SEQ = [0]
-
-
-def new_user(sc: Sidecar, tag: str) -> User:
-    _SEQ[0] += 1
-    email = f"replicas-{tag}-{os.getpid()}-{_SEQ[0]}@example.com"
-    password = "Passkey-" + os.urandom(6).hex() + "!9"
-    body = sc.register(email, password)
-    return User(email, password, body["user"]["id"], body["accessToken"])
-
-
-def call(sc: Sidecar, method: str, path: str, body=None, token: str | None = None):
-    hs = {"Authorization": f"Bearer {token}"} if token else {}
-    st, parsed, raw, _ = http_json(sc.proxy_port, method, path, body, hs)
-    return st, parsed if parsed is not None else raw
-
-
-def ok(answer, status: int = 200):
-    st, body = answer
-    assert st == status, f"expected {status}, got {st} {body}"
-    return body
-
-
-def refused(answer, status: int, *codes: str):
-    st, body = answer
-    code = body.get("error", {}).get("code") if isinstance(body, dict) else None
-    assert st == status and code in codes, f"expected {status} {'/'.join(codes)}, got {st} {body}"
-    return body
-
-
-def register_begin(sc: Sidecar, token: str) -> dict:
-    return ok(call(sc, "POST", "/auth/passkeys/register/begin", {}, token))
-
-
-def register_finish(sc: Sidecar, token: str, credential: dict):
-    return call(sc, "POST", "/auth/passkeys/register/finish", {"credential": credential}, token)
-
-
-def created(begin: dict, device, at: str) -> dict:
-    """The device's RegistrationResponseJSON for the options of a register/begin."""
-    return pk.registration_response_json(device.create(pk.creation_options_from_json(begin["publicKey"]), at))
-
-
-def login_begin(sc: Sidecar, email: str | None = None) -> dict:
-    return ok(call(sc, "POST", "/auth/passkeys/login/begin", {} if email is None else {"email": email}))
-
-
-def login_finish(sc: Sidecar, credential: dict):
-    return call(sc, "POST", "/auth/passkeys/login/finish", {"credential": credential})
-
-
-def asserted(begin: dict, device, at: str) -> dict:
-    """The device's AuthenticationResponseJSON for the options of a login/begin."""
-    return pk.authentication_response_json(device.get(pk.request_options_from_json(begin["publicKey"]), at))
-
-
-def add_passkey(sc: Sidecar, user: User, device) -> dict:
-    return ok(register_finish(sc, user.token, created(register_begin(sc, user.token), device, origin(sc))), 201)
-
-
-def passkey_login(sc: Sidecar, device) -> dict:
-    return ok(login_finish(sc, asserted(login_begin(sc), device, origin(sc))))
-
-
 def passkey_ids(sc: Sidecar, token: str) -> list[str]:
     return [p["id"] for p in ok(call(sc, "GET", "/auth/passkeys", token=token))["passkeys"]]
-
-
-def assert_tokens(body: dict, user_id: str) -> dict:
-    assert body.get("tokenType") == "Bearer", body
-    assert body["accessToken"] and body["refreshToken"].startswith("rt_"), body
-    assert body["user"]["id"] == user_id, body
-    return body
-
-
-def claims(sc: Sidecar, token: str) -> dict:
-    """The access token's claims, verified against `sc`'s JWKS."""
-    jwks = ok(call(sc, "GET", "/.well-known/jwks.json"))
-    header = jwt.get_unverified_header(token)
-    [key] = [k for k in jwt.PyJWKSet.from_dict(jwks).keys if k.key_id == header["kid"]]
-    return jwt.decode(token, key.key, algorithms=[header["alg"]], audience="portcullis", issuer="portcullis")
 
 
 # --------------------------------------------------------------------------
@@ -264,19 +176,19 @@ def test_register_begun_on_a_finishes_on_b(replicas):
     user = new_user(a, "register")
     device = pk.new_device()
 
-    begin = register_begin(a, user.token)
+    begin = ok(register_begin(a, user.token))
     assert begin["publicKey"]["rp"]["id"] == RP_ID, begin
     # the device is on the page A served: A's origin
-    passkey = ok(register_finish(b, user.token, created(begin, device, origin(a))), 201)
+    passkey = ok(register_finish(b, user.token, created(a, user.token, device, at=origin(a), begin=begin)), 201)
     assert passkey["name"] == "Passkey", passkey
     uuid.UUID(passkey["id"])
     assert passkey_ids(a, user.token) == [passkey["id"]]
     assert passkey_ids(b, user.token) == [passkey["id"]]
 
     # a registration begun on B excludes the passkey, finished on A it is the second
-    again = register_begin(b, user.token)
+    again = ok(register_begin(b, user.token))
     assert [c["id"] for c in again["publicKey"]["excludeCredentials"]] == [pk.credential_id(device)], again
-    second = ok(register_finish(a, user.token, created(again, pk.new_device(), origin(b))), 201)
+    second = ok(register_finish(a, user.token, created(b, user.token, pk.new_device(), at=origin(b), begin=again)), 201)
     assert passkey_ids(b, user.token) == [passkey["id"], second["id"]]
 
 
@@ -287,7 +199,7 @@ def test_login_begun_on_b_finishes_on_a_and_the_token_works_on_both(replicas):
     add_passkey(a, user, device)
 
     # discoverable (no email) ...
-    begin = login_begin(b)
+    begin = ok(login_begin(b))
     assert begin["publicKey"]["rpId"] == RP_ID, begin
     tokens = assert_tokens(ok(login_finish(a, asserted(begin, device, origin(b)))), user.id)
     for sc in (a, b, a, b):
@@ -299,7 +211,7 @@ def test_login_begun_on_b_finishes_on_a_and_the_token_works_on_both(replicas):
         assert c["sub"] == user.id and {"hwk", "pop"} <= set(c["amr"]), c
 
     # ... and with an email (allowCredentials read from the store by B)
-    begin = login_begin(b, user.email)
+    begin = ok(login_begin(b, user.email))
     assert [x["id"] for x in begin["publicKey"]["allowCredentials"]] == [pk.credential_id(device)], begin
     tokens = assert_tokens(ok(login_finish(a, asserted(begin, device, origin(b)))), user.id)
     ok(call(b, "GET", "/auth/me", token=tokens["accessToken"]))
@@ -313,7 +225,7 @@ def test_a_login_challenge_finished_on_a_cannot_be_replayed_on_b(replicas):
     add_passkey(a, user, device)
     add_passkey(b, other, others)
 
-    begin = login_begin(a)
+    begin = ok(login_begin(a))
     assertion = asserted(begin, device, origin(a))
     # a second answer to the same (discoverable) challenge, from another
     # user's device: refused for the challenge alone, not for a counter
@@ -330,11 +242,11 @@ def test_a_login_challenge_finished_on_a_cannot_be_replayed_on_b(replicas):
 def test_a_registration_challenge_finished_on_a_cannot_be_replayed_on_b(replicas):
     a, b = replicas.a, replicas.b
     user = new_user(a, "replay-reg")
-    begin = register_begin(a, user.token)
-    first = created(begin, pk.new_device(), origin(a))
+    begin = ok(register_begin(a, user.token))
+    first = created(a, user.token, pk.new_device(), at=origin(a), begin=begin)
     # another authenticator answering the same challenge: a credential never
     # registered, refused for the challenge alone
-    second = created(begin, pk.new_device(), origin(a))
+    second = created(a, user.token, pk.new_device(), at=origin(a), begin=begin)
     kept = ok(register_finish(a, user.token, first), 201)
     refused(register_finish(b, user.token, first), 400, "PASSKEY_REJECTED")
     refused(register_finish(b, user.token, second), 400, "PASSKEY_REJECTED")
@@ -351,7 +263,7 @@ def test_two_replicas_finishing_one_challenge_at_once_only_one_wins(replicas):
         add_passkey(a, user, device)
 
     for n in range(rounds):
-        begin = login_begin(a if n % 2 else b)
+        begin = ok(login_begin(a if n % 2 else b))
         # the two users' devices answer the one discoverable challenge
         answers = [asserted(begin, d, origin(a if n % 2 else b)) for d in devices]
         results: list = [None, None]
