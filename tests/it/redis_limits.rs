@@ -241,12 +241,14 @@ fn two_replicas_on_one_redis_share_the_per_ip_limit() {
         return;
     };
     let prefix = unique_prefix();
-    let opts = limited(&redis.url, &prefix, 6, 500);
+    // 7 a minute: one every 60/7 s, not a whole number of microseconds
+    let opts = limited(&redis.url, &prefix, 7, 500);
     let a = Sidecar::start(opts.clone());
     let b = Sidecar::start(opts);
 
-    // six requests spread over both replicas pass; a 7th is refused by either
-    for i in 0..6 {
+    // seven requests spread over both replicas pass; an 8th is refused by
+    // either, until the bucket has refilled one request (60/7 s, rounded up)
+    for i in 0..7 {
         let sc = if i % 2 == 0 { &a } else { &b };
         assert_error(&refresh(sc), 401, "INVALID_TOKEN");
     }
@@ -254,7 +256,7 @@ fn two_replicas_on_one_redis_share_the_per_ip_limit() {
         let r = refresh(sc);
         assert_error(&r, 429, "RATE_LIMITED");
         let secs: u64 = r.header("retry-after").unwrap().parse().unwrap();
-        assert!((1..=60).contains(&secs), "Retry-After {secs}");
+        assert!((1..=9).contains(&secs), "Retry-After {secs}");
     }
     for sc in [&a, &b] {
         assert_eq!(all_fallbacks(sc), 0.0, "{}", sc.tails());
@@ -374,6 +376,7 @@ fn a_redis_that_never_answers_costs_at_most_the_deadline() {
     // the local limit applies: 4 per minute
     let r = timed(&|| refresh(&sc));
     assert_error(&r, 429, "RATE_LIMITED");
+    eprintln!("slowest answer with a silent Redis: {slowest:?}");
     assert!(
         slowest < Duration::from_millis(700),
         "an answer took {slowest:?}"
