@@ -284,7 +284,7 @@ pub fn rate_limit_redis_fallback(reason: &str) {
 pub static RATE_LIMIT_REDIS_UP: LazyLock<IntGauge> = LazyLock::new(|| {
     let g = IntGauge::new(
         "portcullis_rate_limit_redis_up",
-        "1 while the last rate-limit call to Redis answered; 0 after a failure, and without rate_limit.redis_url",
+        "1 once Redis answered a rate-limit call; 0 while it is down (a lost connection, or failures in a row) and without rate_limit.redis_url",
     )
     .expect("metric definition");
     prometheus::register(Box::new(g.clone())).expect("metric registration");

@@ -13,14 +13,19 @@
 //!   background, so a Redis that is down does not hold up the start;
 //! - on an error or at the deadline the check returns `None` and the caller
 //!   counts the request in its own in-memory bucket (fail-open to the local
-//!   limit); the connection is dropped, and Redis is left alone for
-//!   [`PAUSE_AFTER_FAILURE`], so a dead Redis costs one deadline per second,
-//!   not one per request;
+//!   limit);
+//! - a lost connection (refused, reset, closed), or
+//!   [`FAILURES_BEFORE_PAUSE`] failures in a row with no answer for
+//!   [`SILENCE_BEFORE_PAUSE`], mean Redis is down: the
+//!   connection is dropped and Redis is left alone for
+//!   [`PAUSE_AFTER_FAILURE`], so a dead or hung Redis costs one deadline per
+//!   second, not one per request. A lone late answer (a busy Redis, a busy
+//!   replica) only sends that one request to the local bucket;
 //! - every such request counts in `portcullis_rate_limit_redis_fallbacks_total`,
 //!   a warning is logged at most every [`WARN_EVERY`], and the first answer
 //!   after the pause puts the limits back on Redis by itself.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,8 +37,14 @@ use crate::config::{RateLimitSection, mask_url};
 use crate::crypto;
 use crate::metrics;
 
-/// After a failure Redis is not asked again for this long.
+/// When Redis is down it is not asked again for this long.
 pub const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Failures in a row (timeouts, error answers) that mean Redis is down,
+/// when it has not answered for [`SILENCE_BEFORE_PAUSE`] either (concurrent
+/// checks caught by one hiccup fail together); a lost connection means it at
+/// once.
+pub const FAILURES_BEFORE_PAUSE: u32 = 3;
+pub const SILENCE_BEFORE_PAUSE: Duration = Duration::from_millis(250);
 /// A failing Redis is logged at most this often.
 pub const WARN_EVERY: Duration = Duration::from_secs(30);
 /// One connection attempt (TCP and the client's handshake) gives up after
@@ -75,7 +86,7 @@ pub enum Fallback {
     Error,
     /// No answer (or no connection) within `redis_timeout_ms`.
     Timeout,
-    /// Not asked: within [`PAUSE_AFTER_FAILURE`] of a failure.
+    /// Not asked: within [`PAUSE_AFTER_FAILURE`] of Redis going down.
     Paused,
 }
 
@@ -127,6 +138,11 @@ pub struct SharedLimits {
     /// Milliseconds since `epoch` until which Redis is left alone.
     paused_until: AtomicU64,
     epoch: Instant,
+    /// Failures since the last answer.
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` of the last answer.
+    last_answer: AtomicU64,
+    /// Redis is down (paused) since the last answer.
     failing: AtomicBool,
     outage: Mutex<Outage>,
 }
@@ -151,6 +167,8 @@ impl SharedLimits {
             generation: AtomicU64::new(0),
             paused_until: AtomicU64::new(0),
             epoch: Instant::now(),
+            failures: AtomicU32::new(0),
+            last_answer: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             outage: Mutex::new(Outage::default()),
         })))
@@ -183,7 +201,7 @@ impl SharedLimits {
         let call = async {
             let (generation, mut conn) = match self.connection().await {
                 Ok(link) => link,
-                Err(why) => return Err((0, why)),
+                Err(why) => return Err((0, why, true)),
             };
             used.store(generation, Ordering::Relaxed);
             self.script
@@ -191,7 +209,10 @@ impl SharedLimits {
                 .arg(per_minute)
                 .invoke_async::<(i64, i64)>(&mut conn)
                 .await
-                .map_err(|e| (generation, e.to_string()))
+                .map_err(|e| {
+                    let lost = e.is_io_error() || e.is_unrecoverable_error();
+                    (generation, e.to_string(), lost)
+                })
         };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok((allowed, retry_after))) => {
@@ -203,13 +224,13 @@ impl SharedLimits {
                     Err(retry_after.max(1) as u64)
                 })
             }
-            Ok(Err((generation, why))) => {
-                self.failed(Fallback::Error, generation, &why);
+            Ok(Err((generation, why, lost))) => {
+                self.failed(Fallback::Error, generation, &why, lost);
                 None
             }
             Err(_) => {
                 let why = format!("no answer within {} ms", self.timeout.as_millis());
-                self.failed(Fallback::Timeout, used.load(Ordering::Relaxed), &why);
+                self.failed(Fallback::Timeout, used.load(Ordering::Relaxed), &why, false);
                 None
             }
         }
@@ -289,9 +310,21 @@ impl SharedLimits {
             && self.now_ms() < self.paused_until.load(Ordering::Relaxed)
     }
 
-    /// A check failed: drop the connection it used (unless it was replaced
-    /// meanwhile), pause, count and maybe log.
-    fn failed(&self, reason: Fallback, generation: u64, why: &str) {
+    /// A check failed: count it; when the connection is lost or too many
+    /// failed in a row, drop the connection it used (unless it was replaced
+    /// meanwhile), pause and maybe log.
+    fn failed(&self, reason: Fallback, generation: u64, why: &str, lost: bool) {
+        self.fell_back(reason);
+        let in_a_row = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let silent_for = self
+            .now_ms()
+            .saturating_sub(self.last_answer.load(Ordering::Relaxed));
+        if !lost
+            && (in_a_row < FAILURES_BEFORE_PAUSE
+                || silent_for < SILENCE_BEFORE_PAUSE.as_millis() as u64)
+        {
+            return;
+        }
         if generation != 0 {
             self.link.send_if_modified(|link| {
                 if matches!(link, Link::Up(current, _) if *current == generation) {
@@ -302,11 +335,10 @@ impl SharedLimits {
                 }
             });
         }
-        self.fell_back(reason);
         self.trouble(why);
     }
 
-    /// Redis failed: leave it alone for a while, and say so (at most every
+    /// Redis is down: leave it alone for a while, and say so (at most every
     /// [`WARN_EVERY`]).
     fn trouble(&self, why: &str) {
         metrics::RATE_LIMIT_REDIS_UP.set(0);
@@ -341,6 +373,10 @@ impl SharedLimits {
 
     /// Redis answered: after an outage, the limits are shared again.
     fn answered(&self) {
+        self.last_answer.store(self.now_ms(), Ordering::Relaxed);
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
         if self.failing.load(Ordering::Relaxed)
             && self.failing.swap(false, Ordering::Relaxed)
             && let Ok(mut outage) = self.outage.lock()
