@@ -50,9 +50,9 @@ pub const WARN_EVERY: Duration = Duration::from_secs(30);
 /// One connection attempt (TCP and the client's handshake) gives up after
 /// this long; a check waits for it at most its own deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The connection's own deadline for an answer, a backstop behind the
-/// per-check one (it clears commands nobody waits for any more).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The connection's own deadline for an answer is this much past the
+/// per-check one: a backstop that clears commands nobody waits for any more.
+const RESPONSE_BACKSTOP: Duration = Duration::from_secs(1);
 
 /// The bucket of `local.rs` kept in Redis as one number (GCRA): the
 /// "theoretical arrival time" (TAT), in microseconds of Redis' clock. The
@@ -275,7 +275,7 @@ impl SharedLimits {
         tokio::spawn(async move {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                .set_response_timeout(Some(this.timeout + RESPONSE_BACKSTOP));
             let attempt = tokio::time::timeout(
                 CONNECT_TIMEOUT,
                 this.client
