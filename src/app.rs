@@ -23,6 +23,7 @@ use crate::revocations::Revocations;
 use crate::services::audit::Audit;
 use crate::services::lockout::Lockout;
 use crate::services::rate_limit::RateLimiter;
+use crate::services::rate_limit::shared::SharedLimits;
 use crate::store::{self, Store};
 use crate::tenancy::TenantDirectory;
 use crate::tokens::KeyRing;
@@ -47,9 +48,9 @@ pub struct App {
     pub passkeys: Option<RelyingParty>,
     /// Notes API-key use; flushed in batches by a background task.
     pub api_keys: Arc<ApiKeyAuthenticator>,
-    /// Public `/auth` requests per client IP.
+    /// Public `/auth` requests per client IP (in Redis with `rate_limit.redis_url`).
     pub ip_limits: RateLimiter,
-    /// Login attempts per (tenant, email).
+    /// Login and password-reset attempts per (tenant, email), likewise.
     pub login_limits: RateLimiter,
     /// `notifications.webhook_url`, parsed.
     pub webhook: Option<Webhook>,
@@ -104,6 +105,8 @@ impl App {
         ));
         let external = ExternalIssuers::new(&config, store.clone(), tenants.clone())?;
         let passkeys = RelyingParty::new(&config.passkeys)?;
+        // connects on first use: a Redis that is down does not hold up the start
+        let shared_limits = SharedLimits::new(&config.rate_limit)?;
         let jwt = Arc::new(
             JwtAuthenticator::new(&config, store.clone(), keys.clone())
                 .with_external(external.clone()),
@@ -151,8 +154,16 @@ impl App {
             pipeline,
             revocations,
             api_keys,
-            ip_limits: RateLimiter::new(config.rate_limit.per_ip_per_minute),
-            login_limits: RateLimiter::new(config.rate_limit.login_per_account_per_minute),
+            ip_limits: RateLimiter::with_shared(
+                "ip",
+                config.rate_limit.per_ip_per_minute,
+                shared_limits.clone(),
+            ),
+            login_limits: RateLimiter::with_shared(
+                "login",
+                config.rate_limit.login_per_account_per_minute,
+                shared_limits,
+            ),
             keys,
             store,
             config,

@@ -363,6 +363,13 @@ impl Default for LockoutSection {
 pub struct RateLimitSection {
     pub per_ip_per_minute: u32,
     pub login_per_account_per_minute: u32,
+    /// `redis://[:password@]host:port/db`: every replica counts in Redis;
+    /// empty = each replica counts in memory.
+    pub redis_url: String,
+    /// Deadline of one Redis call; past it the request is counted locally.
+    pub redis_timeout_ms: u64,
+    /// Prepended to every Redis key.
+    pub redis_key_prefix: String,
 }
 
 impl Default for RateLimitSection {
@@ -370,6 +377,9 @@ impl Default for RateLimitSection {
         Self {
             per_ip_per_minute: 20,
             login_per_account_per_minute: 10,
+            redis_url: String::new(),
+            redis_timeout_ms: 5,
+            redis_key_prefix: "portcullis:rl:".into(),
         }
     }
 }
@@ -771,6 +781,7 @@ impl Config {
                 ),
             );
         }
+        self.check_rate_limit()?;
         if !self.notifications.webhook_url.trim().is_empty() {
             crate::outbound::check_url(
                 "notifications.webhook_url",
@@ -947,6 +958,45 @@ impl Config {
         Ok(())
     }
 
+    /// `[rate_limit]`'s Redis keys.
+    fn check_rate_limit(&self) -> Result<(), ConfigError> {
+        let rl = &self.rate_limit;
+        let url = rl.redis_url.trim();
+        if url.starts_with("rediss://") {
+            return Err(ConfigError(format!(
+                "rate_limit.redis_url: `{}`: TLS to Redis is not built in; use redis:// (inside the cluster or over a TLS tunnel)",
+                mask_url(url)
+            )));
+        }
+        if !url.is_empty()
+            && !["redis://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(ConfigError(format!(
+                "rate_limit.redis_url: `{}` must start with redis:// (or unix:// for a socket)",
+                mask_url(url)
+            )));
+        }
+        if !(1..=10_000).contains(&rl.redis_timeout_ms) {
+            return Err(ConfigError(format!(
+                "rate_limit.redis_timeout_ms: {} is out of range (1 to 10000 milliseconds)",
+                rl.redis_timeout_ms
+            )));
+        }
+        let prefix = &rl.redis_key_prefix;
+        if prefix.len() > 64
+            || prefix
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(ConfigError(format!(
+                "rate_limit.redis_key_prefix: `{prefix}` must be at most 64 characters without spaces"
+            )));
+        }
+        Ok(())
+    }
+
     /// `database.url` as a location: `sqlite://relative/path.db`,
     /// `sqlite:///absolute/path.db` or `postgres://…`.
     pub fn database_location(&self) -> Result<DatabaseLocation, ConfigError> {
@@ -989,6 +1039,7 @@ impl Config {
         let mut masked = self.clone();
         masked.database.url = mask_url(&masked.database.url);
         masked.notifications.webhook_url = mask_url(&masked.notifications.webhook_url);
+        masked.rate_limit.redis_url = mask_url(&masked.rate_limit.redis_url);
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 
@@ -1205,6 +1256,35 @@ mod tests {
             e.starts_with("database.timeout_ms: ")
                 && e.ends_with("(set by PORTCULLIS_DATABASE__TIMEOUT_MS)"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn redis_keys_are_checked_and_the_password_masked() {
+        let check = |k: &str, v: &str| {
+            Config::from_sources("c.toml", &format!("[rate_limit]\n{k} = {v}\n"), &[])
+        };
+        assert!(check("redis_url", "\"\"").is_ok());
+        assert!(check("redis_url", "\"redis://127.0.0.1:6379/0\"").is_ok());
+        assert!(check("redis_url", "\"unix:///run/redis.sock\"").is_ok());
+        for (key, value, why) in [
+            ("redis_url", "\"rediss://h:6380\"", "TLS"),
+            ("redis_url", "\"http://h:6379\"", "redis://"),
+            ("redis_timeout_ms", "0", "out of range"),
+            ("redis_key_prefix", "\"a b\"", "without spaces"),
+        ] {
+            let e = check(key, value).unwrap_err().0;
+            assert!(
+                e.contains(&format!("rate_limit.{key}: ")) && e.contains(why),
+                "{e}"
+            );
+        }
+        let mut c = Config::default();
+        c.rate_limit.redis_url = "redis://:hunter2@redis:6379/0".into();
+        let text = c.render_masked();
+        assert!(
+            !text.contains("hunter2") && text.contains("redis://:****@redis:6379/0"),
+            "{text}"
         );
     }
 

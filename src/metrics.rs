@@ -6,8 +6,8 @@ use std::cell::RefCell;
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, TextEncoder,
 };
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -263,6 +263,49 @@ pub fn store_deadline_exceeded() {
     STORE_TIMEOUTS.inc();
 }
 
+pub static RATE_LIMIT_REDIS_FALLBACKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "portcullis_rate_limit_redis_fallbacks_total",
+        "Rate-limit checks counted in this replica's memory instead of Redis: reason error, timeout or paused",
+        &["reason"],
+    )
+});
+
+/// Reasons a rate-limit check fell back from Redis (shown at 0 from the start).
+pub const RATE_LIMIT_FALLBACK_REASONS: [&str; 3] = ["error", "timeout", "paused"];
+
+/// Counts one rate-limit check that fell back from Redis to the local bucket.
+pub fn rate_limit_redis_fallback(reason: &str) {
+    RATE_LIMIT_REDIS_FALLBACKS
+        .with_label_values(&[reason])
+        .inc();
+}
+
+pub static RATE_LIMIT_REDIS_UP: LazyLock<IntGauge> = LazyLock::new(|| {
+    let g = IntGauge::new(
+        "portcullis_rate_limit_redis_up",
+        "1 once Redis answered a rate-limit call; 0 while it is down (a lost connection, or failures in a row) and without rate_limit.redis_url",
+    )
+    .expect("metric definition");
+    prometheus::register(Box::new(g.clone())).expect("metric registration");
+    g
+});
+
+pub static RATE_LIMIT_REDIS_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    let h = Histogram::with_opts(
+        HistogramOpts::new(
+            "portcullis_rate_limit_redis_duration_seconds",
+            "Time of one rate-limit call to Redis that answered (the round trip, and the wait for a connection)",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+        ]),
+    )
+    .expect("metric definition");
+    prometheus::register(Box::new(h.clone())).expect("metric registration");
+    h
+});
+
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     let g = IntGaugeVec::new(
         Opts::new("portcullis_build_info", "Build information; always 1"),
@@ -292,6 +335,11 @@ pub fn init() {
     LazyLock::force(&TOKEN_REFRESHES);
     LazyLock::force(&PASSWORD_HASH_SECONDS);
     LazyLock::force(&STORE_TIMEOUTS);
+    for reason in RATE_LIMIT_FALLBACK_REASONS {
+        RATE_LIMIT_REDIS_FALLBACKS.with_label_values(&[reason]);
+    }
+    LazyLock::force(&RATE_LIMIT_REDIS_UP);
+    LazyLock::force(&RATE_LIMIT_REDIS_SECONDS);
 }
 
 /// The default registry in Prometheus text format.

@@ -307,7 +307,9 @@ pub async fn forgot_password(
     let Ok(email) = validate::email(raw.trim()) else {
         return Ok(accepted);
     };
-    app.login_limits.check(&format!("{}:{email}", tenant.id))?;
+    app.login_limits
+        .check(&format!("{}:{email}", tenant.id))
+        .await?;
     let app = app.clone();
     let req = req.clone();
     tokio::spawn(async move {

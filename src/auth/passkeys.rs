@@ -561,11 +561,13 @@ async fn login_finish_inner(
     let ceremony = take(app, &claims.challenge, &["login", "login_allow"]).await?;
     let (passkey, user) =
         asserted_user(app, &ceremony, &claims.credential_id, claims.user_handle).await?;
-    app.login_limits.check(&format!(
-        "{}:{}",
-        user.tenant_id,
-        user.email.to_ascii_lowercase()
-    ))?;
+    app.login_limits
+        .check(&format!(
+            "{}:{}",
+            user.tenant_id,
+            user.email.to_ascii_lowercase()
+        ))
+        .await?;
     ensure_may_log_in(app, &user)?;
     let asserted = check_assertion(app, req, &ceremony, &response, &passkey, &user).await?;
     if user.mfa_enabled && !asserted.user_verified {

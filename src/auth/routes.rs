@@ -620,7 +620,7 @@ async fn answer(app: &Arc<App>, req: &AuthRequest) -> (Result<HttpResponse, Erro
         return (Err(Error::NotFound), UNKNOWN_LABEL);
     };
     if path_row.public
-        && let Err(e) = app.ip_limits.check(&req.client_ip.to_string())
+        && let Err(e) = app.ip_limits.check(&req.client_ip.to_string()).await
     {
         return (Err(e), path_row.label);
     }

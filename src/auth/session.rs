@@ -186,11 +186,13 @@ async fn login_inner(
     if password.is_empty() || password.chars().count() > policy::MAX_PASSWORD_CHARS {
         return Err(Error::InvalidCredentials);
     }
-    app.login_limits.check(&format!(
-        "{}:{}",
-        tenant.id,
-        raw_email.trim().to_ascii_lowercase()
-    ))?;
+    app.login_limits
+        .check(&format!(
+            "{}:{}",
+            tenant.id,
+            raw_email.trim().to_ascii_lowercase()
+        ))
+        .await?;
     // a malformed email cannot match anyone: same answer and cost as a wrong password
     let user = match validate::email(raw_email.trim()) {
         Ok(email) => app.store.user_by_email(tenant.id, &email).await?,

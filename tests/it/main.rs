@@ -27,6 +27,7 @@ mod layers;
 mod mfa;
 mod nginx_forward_auth;
 mod proxy;
+mod redis_limits;
 mod register_login;
 mod replicas;
 mod service;
