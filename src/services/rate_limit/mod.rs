@@ -63,7 +63,14 @@ impl RateLimiter {
                     let _ = self.local.take(key, self.per_minute);
                     return Ok(());
                 }
-                Some(Err(retry_after)) => return Err(Error::RateLimited { retry_after }),
+                Some(Err(retry_after)) => {
+                    // and drains along: a request that falls back to this
+                    // bucket during a flood finds it as empty as the shared
+                    // one (the soak measured +20-43 % over the limit when
+                    // refusals left the local bucket full)
+                    let _ = self.local.take(key, self.per_minute);
+                    return Err(Error::RateLimited { retry_after });
+                }
                 // Redis failed or was late (counted and logged there)
                 None => {}
             }
