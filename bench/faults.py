@@ -93,7 +93,7 @@ class Answer:
         return str(self.status)
 
 
-def call(port, method, path, body=None, token=None, timeout=10):
+def call(port, method, path, body=None, token=None, timeout=10, xff=None):
     headers = {}
     data = None
     if body is not None:
@@ -101,6 +101,8 @@ def call(port, method, path, body=None, token=None, timeout=10):
         headers["content-type"] = "application/json"
     if token:
         headers["authorization"] = f"Bearer {token}"
+    if xff:
+        headers["x-forwarded-for"] = xff
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=data, headers=headers)

@@ -35,7 +35,6 @@ time to recovery. Prints a Markdown report (and writes it to --out).
 
 import argparse
 import http.client
-import json
 import os
 import random
 import shutil
@@ -57,32 +56,8 @@ REDIS_UP = "portcullis_rate_limit_redis_up"
 
 
 def call(port, method, path, body=None, token=None, xff=None, timeout=10):
-    headers = {}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["content-type"] = "application/json"
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    if xff:
-        headers["x-forwarded-for"] = xff
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=data, headers=headers)
-        r = conn.getresponse()
-        raw = r.read()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
-        code = None
-        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-            code = parsed["error"].get("code")
-        return Answer(r.status, parsed, code)
-    except (OSError, http.client.HTTPException):
-        return Answer(None, None)
-    finally:
-        conn.close()
+    """bench/faults.py's request, with an X-Forwarded-For."""
+    return faults.call(port, method, path, body, token, timeout=timeout, xff=xff)
 
 
 def metrics(port):
